@@ -1,0 +1,366 @@
+//! A batch consumer for at-least-once processing: records are handed out in
+//! bounded batches, offsets are stored only when the caller says a record's
+//! effects are acknowledged, and stored offsets are committed after each
+//! batch and synchronously when partitions are revoked.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+use writ_core::Headers;
+
+use crate::batch::{BatchBuilder, BatchLimits, Batchable, Push};
+use crate::error::KafkaClientError;
+use crate::headers::from_kafka;
+use crate::settings::KafkaSettings;
+
+/// One record read from Kafka, owned, with writ headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes (None for a tombstone).
+    pub value: Option<Vec<u8>>,
+    /// Headers, in order.
+    pub headers: Headers,
+    /// Kafka timestamp, epoch ms.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl ConsumedRecord {
+    /// Copies a borrowed librdkafka message.
+    pub fn from_message(m: &BorrowedMessage<'_>) -> Self {
+        Self {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: from_kafka(m.headers()),
+            timestamp_ms: m.timestamp().to_millis(),
+        }
+    }
+}
+
+impl Batchable for ConsumedRecord {
+    fn topic_partition(&self) -> (&str, i32) {
+        (&self.topic, self.partition)
+    }
+
+    fn byte_size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.value.as_ref().map_or(0, Vec::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len))
+                .sum::<usize>()
+    }
+}
+
+/// Shared between the rebalance callbacks (on librdkafka's poll path) and the batcher.
+#[derive(Debug, Default)]
+struct RebalanceLog {
+    revoked: HashSet<(String, i32)>,
+    generation: u64,
+}
+
+/// Commits stored offsets synchronously on revoke and tells the batcher
+/// which partitions left, so no record of theirs is processed here again.
+pub struct WritConsumerContext {
+    log: Arc<Mutex<RebalanceLog>>,
+}
+
+impl ClientContext for WritConsumerContext {}
+
+impl ConsumerContext for WritConsumerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                // Offsets stored so far belong to acknowledged work; commit them
+                // before the partitions move so the new owner starts after them.
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) => {}
+                    Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    Err(e) => {
+                        warn!(error = %e, "commit on revoke failed; the new owner may re-apply (a no-op thanks to the inbox)")
+                    }
+                }
+                let mut log = self
+                    .log
+                    .lock()
+                    .expect("rebalance log poisoned by a panic in a callback");
+                for e in tpl.elements() {
+                    log.revoked.insert((e.topic().to_owned(), e.partition()));
+                }
+                log.generation += 1;
+                info!(partitions = tpl.count(), "partitions revoked");
+            }
+            Rebalance::Assign(tpl) => {
+                let mut log = self
+                    .log
+                    .lock()
+                    .expect("rebalance log poisoned by a panic in a callback");
+                for e in tpl.elements() {
+                    log.revoked.remove(&(e.topic().to_owned(), e.partition()));
+                }
+                log.generation += 1;
+                info!(partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+                warn!(error = %e, "offset commit failed");
+            }
+        }
+    }
+}
+
+/// A group consumer that hands out bounded batches.
+pub struct BatchConsumer {
+    consumer: StreamConsumer<WritConsumerContext>,
+    log: Arc<Mutex<RebalanceLog>>,
+    carry_over: Mutex<Option<ConsumedRecord>>,
+}
+
+impl BatchConsumer {
+    /// Joins `group_id` and subscribes to `topics`.
+    pub fn new(
+        settings: &KafkaSettings,
+        group_id: &str,
+        topics: &[&str],
+    ) -> Result<Self, KafkaClientError> {
+        let log = Arc::new(Mutex::new(RebalanceLog::default()));
+        let context = WritConsumerContext { log: log.clone() };
+        let consumer: StreamConsumer<WritConsumerContext> = settings
+            .consumer_config(group_id)?
+            .create_with_context(context)
+            .map_err(|e| KafkaClientError::kafka("create consumer", e))?;
+        consumer
+            .subscribe(topics)
+            .map_err(|e| KafkaClientError::kafka("subscribe", e))?;
+        Ok(Self {
+            consumer,
+            log,
+            carry_over: Mutex::new(None),
+        })
+    }
+
+    /// Waits for the next record, then gathers more until a limit or the linger
+    /// deadline closes the batch. Never returns an empty batch.
+    pub async fn next_batch(
+        &self,
+        limits: BatchLimits,
+    ) -> Result<Vec<ConsumedRecord>, KafkaClientError> {
+        let mut builder = BatchBuilder::new(limits);
+        let mut generation = self.generation();
+        let carried = self.carry_over.lock().expect("carry-over poisoned").take();
+        let first = match carried.filter(|r| !self.is_revoked(r)) {
+            Some(r) => r,
+            None => loop {
+                let r = self.recv().await?;
+                generation = self.generation();
+                if !self.is_revoked(&r) {
+                    break r;
+                }
+            },
+        };
+        if let Err(first) = builder.push(first) {
+            unreachable!("an empty batch takes any record, got {first:?}");
+        }
+        let deadline = tokio::time::Instant::now() + limits.linger;
+        while !builder.is_full() {
+            let next = match tokio::time::timeout_at(deadline, self.recv()).await {
+                Ok(record) => record?,
+                Err(_) => break,
+            };
+            if self.absorb_rebalance(&mut builder, &mut generation) {
+                // A rebalance happened while gathering: close the batch with the
+                // records still ours, so the new assignment settles quickly.
+                self.carry(next);
+                break;
+            }
+            match builder.push(next) {
+                Ok(Push::TakenAndFull) => break,
+                Ok(Push::Taken) => {}
+                Err(overflow) => {
+                    self.carry(overflow);
+                    break;
+                }
+            }
+        }
+        let mut batch = builder.take();
+        batch.retain(|r| !self.is_revoked(r));
+        debug!(records = batch.len(), "batch gathered");
+        Ok(batch)
+    }
+
+    /// Keeps a record read past the end of a batch for the next one: a
+    /// consumer cannot un-read, and seeking would drop prefetched data.
+    fn carry(&self, record: ConsumedRecord) {
+        *self.carry_over.lock().expect("carry-over poisoned") = Some(record);
+    }
+
+    async fn recv(&self) -> Result<ConsumedRecord, KafkaClientError> {
+        let m = self
+            .consumer
+            .recv()
+            .await
+            .map_err(|e| KafkaClientError::kafka("consume", e))?;
+        Ok(ConsumedRecord::from_message(&m))
+    }
+
+    fn generation(&self) -> u64 {
+        self.log.lock().expect("rebalance log poisoned").generation
+    }
+
+    fn is_revoked(&self, r: &ConsumedRecord) -> bool {
+        let log = self.log.lock().expect("rebalance log poisoned");
+        log.revoked.contains(&(r.topic.clone(), r.partition))
+    }
+
+    /// Drops records of revoked partitions; true when a rebalance happened.
+    fn absorb_rebalance(
+        &self,
+        builder: &mut BatchBuilder<ConsumedRecord>,
+        generation: &mut u64,
+    ) -> bool {
+        let log = self.log.lock().expect("rebalance log poisoned");
+        if log.generation == *generation {
+            return false;
+        }
+        *generation = log.generation;
+        let dropped = builder.drop_partitions(&log.revoked);
+        if dropped > 0 {
+            debug!(dropped, "dropped records of revoked partitions");
+        }
+        true
+    }
+
+    /// Marks records as done: their offsets (+1) become committable.
+    ///
+    /// Call only after every effect of these records (master apply, status or
+    /// DLQ produce) is acknowledged. Partitions revoked meanwhile are skipped.
+    pub fn store_offsets<'a>(
+        &self,
+        done: impl IntoIterator<Item = (&'a str, i32, i64)>,
+    ) -> Result<(), KafkaClientError> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, offset) in done {
+            let next = offset + 1;
+            let stored = tpl
+                .find_partition(topic, partition)
+                .map(|e| e.offset().to_raw().unwrap_or(-1));
+            let result = match stored {
+                None => tpl.add_partition_offset(topic, partition, Offset::Offset(next)),
+                Some(s) if s < next => {
+                    tpl.set_partition_offset(topic, partition, Offset::Offset(next))
+                }
+                Some(_) => Ok(()),
+            };
+            result.map_err(|e| KafkaClientError::kafka("store offsets", e))?;
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        match self.consumer.store_offsets(&tpl) {
+            Ok(()) => Ok(()),
+            // A partition revoked since the batch was read: its new owner redoes the work.
+            Err(KafkaError::StoreOffset(RDKafkaErrorCode::State)) => {
+                debug!("some offsets not stored: partitions no longer assigned");
+                Ok(())
+            }
+            Err(e) => Err(KafkaClientError::kafka("store offsets", e)),
+        }
+    }
+
+    /// Commits stored offsets (`Async` after a batch, `Sync` at shutdown).
+    pub fn commit(&self, mode: CommitMode) -> Result<(), KafkaClientError> {
+        match self.consumer.commit_consumer_state(mode) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(e) => Err(KafkaClientError::kafka("commit", e)),
+        }
+    }
+
+    /// Pauses fetching of these partitions (back-pressure).
+    pub fn pause(&self, partitions: &[(&str, i32)]) -> Result<(), KafkaClientError> {
+        self.consumer
+            .pause(&tpl_of(partitions))
+            .map_err(|e| KafkaClientError::kafka("pause", e))
+    }
+
+    /// Resumes fetching of these partitions.
+    pub fn resume(&self, partitions: &[(&str, i32)]) -> Result<(), KafkaClientError> {
+        self.consumer
+            .resume(&tpl_of(partitions))
+            .map_err(|e| KafkaClientError::kafka("resume", e))
+    }
+
+    /// Currently assigned (topic, partition) pairs.
+    pub fn assignment(&self) -> Result<Vec<(String, i32)>, KafkaClientError> {
+        let tpl = self
+            .consumer
+            .assignment()
+            .map_err(|e| KafkaClientError::kafka("assignment", e))?;
+        Ok(tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect())
+    }
+
+    /// Consumer lag per assigned partition: high watermark minus committed offset.
+    pub fn lag(&self, timeout: Duration) -> Result<Vec<(String, i32, i64)>, KafkaClientError> {
+        let committed = self
+            .consumer
+            .committed(timeout)
+            .map_err(|e| KafkaClientError::kafka("committed offsets", e))?;
+        let mut out = Vec::new();
+        for e in committed.elements() {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(e.topic(), e.partition(), timeout)
+                .map_err(|err| KafkaClientError::kafka("fetch watermarks", err))?;
+            let position = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => low,
+            };
+            out.push((
+                e.topic().to_owned(),
+                e.partition(),
+                (high - position).max(0),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The underlying rdkafka consumer, for what this wrapper does not cover.
+    pub fn inner(&self) -> &StreamConsumer<WritConsumerContext> {
+        &self.consumer
+    }
+}
+
+fn tpl_of(partitions: &[(&str, i32)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in partitions {
+        tpl.add_partition(t, *p);
+    }
+    tpl
+}

@@ -1,0 +1,260 @@
+//! Client settings: writ's safe defaults, then any librdkafka property the
+//! user passes through (SASL, SSL, timeouts, ...), with the few properties
+//! that writ's delivery guarantees depend on protected from being weakened.
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+/// How to reach and talk to the Kafka cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// `client.id` prefix; the role (`producer`, `consumer`, `admin`) is appended.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Any librdkafka property, passed through verbatim (e.g. `security.protocol`,
+    /// `sasl.mechanism`, `ssl.ca.location`, `session.timeout.ms`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_client_id() -> String {
+    "writ".to_owned()
+}
+
+/// A setting that would break writ's guarantees, or cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A pass-through property tries to weaken a guarantee writ depends on.
+    #[error(
+        "kafka property `{key}={value}` is not allowed: writ requires `{key}={required}` ({why})"
+    )]
+    UnsafeOverride {
+        /// The property.
+        key: String,
+        /// The value given.
+        value: String,
+        /// The only value writ accepts.
+        required: &'static str,
+        /// Which guarantee depends on it.
+        why: &'static str,
+    },
+    /// `bootstrap.servers` is empty.
+    #[error("kafka bootstrap_servers is empty")]
+    NoBootstrapServers,
+}
+
+/// Producer properties writ pins: (key, required value, why).
+const PRODUCER_PINNED: &[(&str, &str, &str)] = &[
+    (
+        "enable.idempotence",
+        "true",
+        "retries must not duplicate or reorder records",
+    ),
+    (
+        "acks",
+        "all",
+        "a status event or DLQ record must survive a broker loss",
+    ),
+];
+
+/// Consumer properties writ pins: offsets are stored only after a command's effects are acknowledged.
+const CONSUMER_PINNED: &[(&str, &str, &str)] = &[
+    (
+        "enable.auto.offset.store",
+        "false",
+        "offsets are stored only after the apply is acknowledged",
+    ),
+    (
+        "enable.auto.commit",
+        "false",
+        "offsets are committed after each batch and on rebalance",
+    ),
+];
+
+impl KafkaSettings {
+    /// Settings for a broker at `bootstrap_servers` with no extra properties.
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            client_id: default_client_id(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a pass-through property (builder style).
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+
+    /// Checks the settings for every client role at once, so a tool fails
+    /// before connecting rather than halfway through its work.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(SettingsError::NoBootstrapServers);
+        }
+        check_pinned(&self.properties, PRODUCER_PINNED)?;
+        check_pinned(&self.properties, CONSUMER_PINNED)
+    }
+
+    /// Base config shared by every client: bootstrap, client id, pass-through properties.
+    pub fn base_config(&self, role: &str) -> Result<ClientConfig, SettingsError> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(SettingsError::NoBootstrapServers);
+        }
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", format!("{}-{role}", self.client_id));
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        Ok(c)
+    }
+
+    /// An idempotent producer: `enable.idempotence=true`, `acks=all`, small linger.
+    pub fn producer_config(&self) -> Result<ClientConfig, SettingsError> {
+        check_pinned(&self.properties, PRODUCER_PINNED)?;
+        let mut c = ClientConfig::new();
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "30000");
+        merge(&mut c, self.base_config("producer")?);
+        Ok(c)
+    }
+
+    /// A group consumer with manual offset storage and manual commits.
+    pub fn consumer_config(&self, group_id: &str) -> Result<ClientConfig, SettingsError> {
+        check_pinned(&self.properties, CONSUMER_PINNED)?;
+        let mut c = ClientConfig::new();
+        c.set("group.id", group_id)
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed");
+        merge(&mut c, self.base_config("consumer")?);
+        Ok(c)
+    }
+
+    /// A group-less reader (DLQ listing, status materialization, tail).
+    pub fn reader_config(&self) -> Result<ClientConfig, SettingsError> {
+        let mut c = ClientConfig::new();
+        // librdkafka requires a group.id even for manual assignment; nothing is committed.
+        c.set("group.id", "writ-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true");
+        merge(&mut c, self.base_config("reader")?);
+        Ok(c)
+    }
+
+    /// An admin client; describing a topic must never create it.
+    pub fn admin_config(&self) -> Result<ClientConfig, SettingsError> {
+        let mut c = ClientConfig::new();
+        c.set("allow.auto.create.topics", "false");
+        merge(&mut c, self.base_config("admin")?);
+        Ok(c)
+    }
+}
+
+fn check_pinned(
+    props: &BTreeMap<String, String>,
+    pinned: &[(&str, &'static str, &'static str)],
+) -> Result<(), SettingsError> {
+    for (key, required, why) in pinned {
+        if let Some(value) = props.get(*key) {
+            let same =
+                value.eq_ignore_ascii_case(required) || (*key == "acks" && value.trim() == "-1");
+            if !same {
+                return Err(SettingsError::UnsafeOverride {
+                    key: (*key).to_owned(),
+                    value: value.clone(),
+                    required,
+                    why,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Overlays `top` onto `base` (later wins), since ClientConfig has no merge.
+fn merge(base: &mut ClientConfig, top: ClientConfig) {
+    for (k, v) in top.config_map() {
+        base.set(k, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_is_idempotent_and_pass_through_reaches_librdkafka() {
+        let s = KafkaSettings::new("k1:9092,k2:9092")
+            .with("security.protocol", "SASL_SSL")
+            .with("sasl.mechanism", "SCRAM-SHA-512")
+            .with("sasl.username", "writ")
+            .with("linger.ms", "20");
+        let c = s.producer_config().unwrap();
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(
+            c.get("linger.ms"),
+            Some("20"),
+            "user tuning wins over defaults"
+        );
+        assert_eq!(c.get("client.id"), Some("writ-producer"));
+    }
+
+    #[test]
+    fn weakening_a_guarantee_is_refused_with_the_reason() {
+        let err = KafkaSettings::new("k:9092")
+            .with("acks", "1")
+            .producer_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("acks=all"), "{err}");
+        assert!(KafkaSettings::new("k:9092")
+            .with("acks", "-1")
+            .producer_config()
+            .is_ok());
+        let err = KafkaSettings::new("k:9092")
+            .with("enable.auto.commit", "true")
+            .consumer_config("g")
+            .unwrap_err();
+        assert!(matches!(err, SettingsError::UnsafeOverride { .. }));
+        assert_eq!(
+            KafkaSettings::new(" ").admin_config().unwrap_err(),
+            SettingsError::NoBootstrapServers
+        );
+    }
+
+    #[test]
+    fn consumer_stores_offsets_manually() {
+        let c = KafkaSettings::new("k:9092")
+            .consumer_config("writ-customers-interactive")
+            .unwrap();
+        assert_eq!(c.get("group.id"), Some("writ-customers-interactive"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+    }
+
+    #[test]
+    fn settings_reject_unknown_keys() {
+        let err = serde_json::from_str::<KafkaSettings>(
+            r#"{"bootstrap_servers":"k:9092","bootstrap_server":"typo"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+}
