@@ -15,6 +15,11 @@ pub fn payload_fingerprint(payload: &Value) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// SHA-256 (hex) of raw payload bytes, for records that could not be decoded.
+pub fn raw_fingerprint(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 fn write_canonical(value: &Value, out: &mut Sha256) {
     match value {
         Value::Object(map) => {

@@ -218,13 +218,22 @@ impl BatchConsumer {
         *self.carry_over.lock().expect("carry-over poisoned") = Some(record);
     }
 
+    /// The next record. Transient consumer errors (a broker going away, a
+    /// leader moving) are logged and skipped: librdkafka recovers from them by
+    /// itself, and stopping the worker would only add a restart to the outage.
     async fn recv(&self) -> Result<ConsumedRecord, KafkaClientError> {
-        let m = self
-            .consumer
-            .recv()
-            .await
-            .map_err(|e| KafkaClientError::kafka("consume", e))?;
-        Ok(ConsumedRecord::from_message(&m))
+        loop {
+            match self.consumer.recv().await {
+                Ok(m) => return Ok(ConsumedRecord::from_message(&m)),
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                    return Err(KafkaClientError::kafka("consume", e))
+                }
+                Err(e) => {
+                    warn!(error = %e, "consumer error; librdkafka will recover");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
     }
 
     fn generation(&self) -> u64 {
