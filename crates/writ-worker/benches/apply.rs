@@ -1,0 +1,362 @@
+//! `cargo bench -p writ-worker --bench apply` (run it under `tests/run.sh`,
+//! which provides the broker and PostgreSQL): the worker's sustained apply
+//! rate next to baselines measured in the same run on the same machine.
+//!
+//! - (a)  ceiling: the database work writ does per command — one inbox row plus
+//!   the upsert — issued straight from memory in transactions of the same
+//!   batch size, set-based (UNNEST), no Kafka, no writ runtime;
+//! - (a′) the upsert alone, no inbox: what exactly-once costs;
+//! - (b)  raw consume of the loaded topic, nothing applied;
+//! - (c)  `writ-worker` (bulk profile, separate process) end to end: decode,
+//!   apply with inbox, status events produced and acknowledged, offsets
+//!   committed — timed until the group's committed offsets reach the end.
+//!
+//! `WRIT_BENCH_N` (default 200000) commands over `WRIT_BENCH_ENTITIES`
+//! (default 1000) entities, ~200-byte JSON payloads, batch `WRIT_BENCH_BATCH`
+//! (default 5000).
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::TopicPartitionList;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+use writ_core::topics::TopicSettings;
+use writ_core::{CommandEnvelope, ContentType, TopicLayout};
+use writ_kafka::{
+    BatchConsumer, BatchLimits, KafkaSettings, OutgoingRecord, RecordProducer, TopicAdmin,
+};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const TABLE_DDL: &str = "CREATE TABLE customers (customer_id text PRIMARY KEY, name text NOT NULL, \
+    email text NOT NULL, tier text, phone text, city text, seq bigint, version bigint NOT NULL DEFAULT 0)";
+
+struct Cmd {
+    id: Uuid,
+    customer: String,
+    name: String,
+    email: String,
+    tier: String,
+    phone: String,
+    city: String,
+    seq: i64,
+    payload: serde_json::Value,
+}
+
+fn commands(n: usize, entities: usize) -> Vec<Cmd> {
+    (0..n)
+        .map(|i| {
+            let customer = format!("cust-{:05}", i % entities);
+            let seq = (i / entities) as i64 + 1;
+            let name = format!("Customer number {i} of the benchmark");
+            let email = format!("customer.{}@bench.example.com", i % entities);
+            let payload = json!({
+                "customer_id": customer, "name": name, "email": email, "tier": "GOLD",
+                "phone": "+31 20 555 0100",
+                "address": {"street": "Keizersgracht 123", "city": "Amsterdam", "postal_code": "1015 CJ", "country": "NL"},
+                "seq": seq
+            });
+            Cmd {
+                id: writ_core::submission_id("/tenants/bench/loader", &format!("bench-{i}")),
+                customer,
+                name,
+                email,
+                tier: "GOLD".into(),
+                phone: "+31 20 555 0100".into(),
+                city: "Amsterdam".into(),
+                seq,
+                payload,
+            }
+        })
+        .collect()
+}
+
+/// Splits a batch into waves: each entity at most once per wave, in order.
+fn waves(batch: &[Cmd]) -> Vec<Vec<&Cmd>> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut out: Vec<Vec<&Cmd>> = Vec::new();
+    for c in batch {
+        let w = seen.entry(c.customer.as_str()).or_insert(0);
+        if out.len() <= *w {
+            out.push(Vec::new());
+        }
+        out[*w].push(c);
+        *w += 1;
+    }
+    out
+}
+
+async fn upsert_wave(tx: &mut sqlx::PgConnection, wave: &[&Cmd]) {
+    let col = |f: fn(&Cmd) -> String| wave.iter().map(|c| f(c)).collect::<Vec<String>>();
+    sqlx::query(
+        "INSERT INTO customers (customer_id, name, email, tier, phone, city, seq, version) \
+         SELECT u.id, u.name, u.email, u.tier, u.phone, u.city, u.seq, 1 \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[]) \
+         AS u(id, name, email, tier, phone, city, seq) \
+         ON CONFLICT (customer_id) DO UPDATE SET name = EXCLUDED.name, email = EXCLUDED.email, \
+         tier = EXCLUDED.tier, phone = EXCLUDED.phone, city = EXCLUDED.city, seq = EXCLUDED.seq, \
+         version = customers.version + 1",
+    )
+    .bind(col(|c| c.customer.clone()))
+    .bind(col(|c| c.name.clone()))
+    .bind(col(|c| c.email.clone()))
+    .bind(col(|c| c.tier.clone()))
+    .bind(col(|c| c.phone.clone()))
+    .bind(col(|c| c.city.clone()))
+    .bind(wave.iter().map(|c| c.seq).collect::<Vec<i64>>())
+    .execute(tx)
+    .await
+    .unwrap();
+}
+
+/// (a) and (a′): the database work alone, from memory.
+async fn ceiling(pool: &PgPool, cmds: &[Cmd], batch: usize, with_inbox: bool) -> f64 {
+    sqlx::raw_sql(&format!("DROP TABLE IF EXISTS customers; DROP TABLE IF EXISTS bench_inbox; {TABLE_DDL}; \
+        CREATE TABLE bench_inbox (submission_id uuid PRIMARY KEY, state smallint NOT NULL, canonical_id text, \
+        version bigint, error_code text, error_message text, fingerprint text NOT NULL, \
+        recorded_at timestamptz NOT NULL DEFAULT now()); \
+        CREATE INDEX ON bench_inbox USING brin (recorded_at)"))
+        .execute(pool)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for chunk in cmds.chunks(batch) {
+        let mut tx = pool.begin().await.unwrap();
+        if with_inbox {
+            let ids: Vec<Uuid> = chunk.iter().map(|c| c.id).collect();
+            let fps: Vec<String> = chunk
+                .iter()
+                .map(|c| writ_core::payload_fingerprint(&c.payload))
+                .collect();
+            let cids: Vec<&str> = chunk.iter().map(|c| c.customer.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO bench_inbox (submission_id, state, canonical_id, fingerprint) \
+                 SELECT u.id, 1, u.cid, u.fp FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS u(id, fp, cid) \
+                 ON CONFLICT (submission_id) DO NOTHING",
+            )
+            .bind(&ids)
+            .bind(&fps)
+            .bind(&cids)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        for wave in waves(chunk) {
+            upsert_wave(&mut tx, &wave).await;
+        }
+        tx.commit().await.unwrap();
+    }
+    cmds.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// (b): consume the topic without applying.
+async fn raw_consume(settings: &KafkaSettings, topic: &str, n: usize) -> f64 {
+    let consumer =
+        BatchConsumer::new(settings, &format!("bench-raw-{}", Uuid::new_v4()), &[topic]).unwrap();
+    let mut seen = 0;
+    let mut started = None;
+    while seen < n {
+        let batch = consumer.next_batch(BatchLimits::BULK).await.unwrap();
+        started.get_or_insert_with(Instant::now);
+        seen += batch.len();
+    }
+    // The first batch's wait includes the group join; time from the first record.
+    n as f64 / started.unwrap().elapsed().as_secs_f64()
+}
+
+fn committed_total(settings: &KafkaSettings, group: &str, topic: &str, partitions: i32) -> i64 {
+    let consumer: BaseConsumer = settings.consumer_config(group).unwrap().create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| e.offset().to_raw())
+        .filter(|o| *o > 0)
+        .sum()
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let n = env_usize("WRIT_BENCH_N", 200_000);
+    let entities = env_usize("WRIT_BENCH_ENTITIES", 1000);
+    let batch = env_usize("WRIT_BENCH_BATCH", 5000);
+    let partitions = 6;
+    let Some(bootstrap) = std::env::var("WRIT_TEST_KAFKA")
+        .ok()
+        .filter(|v| v != "mock")
+    else {
+        eprintln!("the apply benchmark needs a real broker and PostgreSQL: run `tests/run.sh cargo bench -p writ-worker --bench apply`");
+        return;
+    };
+    let Some(pg) = writ_testkit::postgres().await else {
+        return;
+    };
+    let settings = KafkaSettings::new(&bootstrap).with("session.timeout.ms", "6000");
+    let layout = TopicLayout::new(&writ_testkit::unique_name("bench")).unwrap();
+    TopicAdmin::new(&settings)
+        .unwrap()
+        .ensure_topics(&layout.specs(&TopicSettings {
+            partitions,
+            status_partitions: partitions,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+
+    let cmds = commands(n, entities);
+    let avg_payload: usize = cmds
+        .iter()
+        .take(1000)
+        .map(|c| c.payload.to_string().len())
+        .sum::<usize>()
+        / 1000;
+    println!(
+        "writ apply benchmark: N={n} entities={entities} batch={batch} payload≈{avg_payload} B"
+    );
+
+    // Load the topic.
+    let producer = RecordProducer::new(&settings.clone().with("linger.ms", "20")).unwrap();
+    let started = Instant::now();
+    let records: Vec<OutgoingRecord> = cmds
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let e = CommandEnvelope::new(
+                format!("bench-{i}"),
+                "/tenants/bench/loader",
+                "customer.upsert.v1",
+                ContentType::Json,
+            )
+            .with_subject(&c.customer);
+            OutgoingRecord::command(layout.bulk(), &e, serde_json::to_vec(&c.payload).unwrap())
+        })
+        .collect();
+    for chunk in records.chunks(20_000) {
+        for r in producer.send_all(chunk).await {
+            r.unwrap();
+        }
+    }
+    drop(records);
+    println!(
+        "  load:               {:>9.0} commands/s (producer, acks=all)",
+        n as f64 / started.elapsed().as_secs_f64()
+    );
+
+    let a = ceiling(pg.pool(), &cmds, batch, true).await;
+    println!(
+        "  (a)  ceiling:       {a:>9.0} commands/s (inbox row + upsert, set-based, batch {batch})"
+    );
+    let a_prime = ceiling(pg.pool(), &cmds, batch, false).await;
+    println!(
+        "  (a') upsert alone:  {a_prime:>9.0} commands/s (exactly-once costs {:.0}%)",
+        (1.0 - a / a_prime) * 100.0
+    );
+    drop(cmds);
+    let b = raw_consume(&settings, &layout.bulk(), n).await;
+    println!("  (b)  raw consume:   {b:>9.0} records/s");
+
+    // (c) the worker, as deployed: its own process, bulk profile.
+    let master_db = writ_testkit::postgres().await.unwrap();
+    sqlx::raw_sql(TABLE_DDL)
+        .execute(master_db.pool())
+        .await
+        .unwrap();
+    let config = format!(
+        r#"domain = "{domain}"
+profile = "bulk"
+listen = "127.0.0.1:0"
+drain_timeout_ms = 4000
+[batch]
+max_records = {batch}
+[kafka]
+bootstrap_servers = "{bootstrap}"
+properties = {{ "session.timeout.ms" = "6000" }}
+[master]
+kind = "postgres"
+url = "{url}"
+max_connections = 4
+[master.types."customer.upsert.v1"]
+table = "customers"
+mode = "upsert"
+key_columns = ["customer_id"]
+columns = {{ customer_id = "customer_id", name = "name", email = "email", tier = "tier", phone = "phone", city = "address.city", seq = "seq" }}
+version_column = "version"
+"#,
+        domain = layout.domain(),
+        url = master_db.url()
+    );
+    let file = std::env::temp_dir().join(format!("writ-bench-{}.toml", Uuid::new_v4()));
+    std::fs::write(&file, config).unwrap();
+    let group = format!("writ-{}-bulk", layout.domain());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_writ-worker"))
+        .arg("--config")
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let spawned = Instant::now();
+    let mut first_progress = None;
+    loop {
+        let done = committed_total(&settings, &group, &layout.bulk(), partitions);
+        if done > 0 && first_progress.is_none() {
+            first_progress = Some((Instant::now(), done));
+        }
+        if done as usize >= n {
+            break;
+        }
+        assert!(
+            spawned.elapsed() < Duration::from_secs(1200),
+            "worker stalled at {done}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let total = spawned.elapsed();
+    let (t0, done0) = first_progress.unwrap();
+    let c = (n as i64 - done0) as f64 / t0.elapsed().as_secs_f64();
+    let rss = peak_rss_kib(child.id());
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let exit = child.wait().unwrap();
+    let _ = std::fs::remove_file(&file);
+    println!(
+        "  (c)  writ-worker:    {c:>9.0} commands/s sustained (end to end incl. start-up: {:.1} s; exit {exit})",
+        total.as_secs_f64()
+    );
+    println!(
+        "  c/a = {:.2}   worker peak RSS = {} MiB",
+        c / a,
+        rss.map_or("?".into(), |k| (k / 1024).to_string())
+    );
+}

@@ -1,0 +1,72 @@
+//! `writ-worker`: the deployable apply worker. Loads layered configuration,
+//! turns SIGTERM/SIGINT into a drain, and exits non-zero on any fatal error
+//! with every cause printed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use writ_worker::{init_logging, Worker, WorkerConfig};
+
+/// writ's apply worker.
+#[derive(Debug, Parser)]
+#[command(name = "writ-worker", version, about)]
+struct Args {
+    /// TOML configuration file; `WRIT__SECTION__KEY` environment variables override it.
+    #[arg(long, short, env = "WRIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match WorkerConfig::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!(
+            "configuration ok: domain={} profile={}",
+            config.domain,
+            config.profile.as_str()
+        );
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config.log);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let result = async {
+        let worker = Worker::connect(config).await?;
+        worker.run(shutdown).await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "worker failed");
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn signal_shutdown(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term =
+        signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail on unix");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+    }
+    token.cancel();
+}

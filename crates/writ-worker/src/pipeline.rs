@@ -1,0 +1,614 @@
+//! One batch, start to finish: decode, apply under the rate limit with
+//! retries and bisection, then produce every status event and dead letter and
+//! wait for Kafka's acknowledgements. Only when this returns `Ok` may the
+//! caller store the batch's offsets — that ordering is the at-least-once half
+//! of the exactly-once effect (the inbox is the other half).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use time::OffsetDateTime;
+use tracing::{debug, info_span, warn, Instrument};
+use writ_codec::{CodecError, PayloadCodec};
+use writ_core::dlq::{dlq_headers, DlqFailure, DlqReason};
+use writ_core::fingerprint::raw_fingerprint;
+use writ_core::{
+    cloudevents, Classified, CommandEnvelope, Headers, StatusError, StatusEvent, SubmissionState,
+    TopicLayout,
+};
+use writ_kafka::{ConsumedRecord, KafkaClientError, OutgoingRecord, RecordProducer};
+use writ_store::{ApplyResult, Command, Master, MasterError, Outcome};
+
+use crate::config::StatusFormat;
+use crate::decode::{decode_record, DeadLetter, Decoded};
+use crate::metrics::WorkerMetrics;
+use crate::rate::AdaptiveRateLimiter;
+use crate::retry::RetryPolicy;
+
+/// A failure that stops the worker: offsets stay uncommitted, and a restart
+/// replays the batch (a no-op for what was applied, thanks to the inbox).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The master is misconfigured; no retry can help until an operator acts.
+    #[error(transparent)]
+    Master(MasterError),
+    /// Status events or dead letters could not be produced within the retry budget.
+    #[error("producing status events / dead letters failed: {0}")]
+    Produce(KafkaClientError),
+    /// The schema registry stayed unreachable beyond the retry budget.
+    #[error("decoding failed: {0}")]
+    Codec(CodecError),
+}
+
+/// Counts of what one batch came to, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Records in the batch.
+    pub records: usize,
+    /// Commands applied now.
+    pub applied: usize,
+    /// Commands answered from the inbox.
+    pub duplicates: usize,
+    /// Commands rejected or in conflict.
+    pub refused: usize,
+    /// Records dead-lettered.
+    pub dead_lettered: usize,
+}
+
+/// Everything a batch needs; shared by the run loop.
+pub struct Pipeline {
+    /// Payload codec.
+    pub codec: Arc<PayloadCodec>,
+    /// The system of record.
+    pub master: Arc<dyn Master>,
+    /// Producer for status events and dead letters.
+    pub producer: RecordProducer,
+    /// The domain's topics.
+    pub layout: TopicLayout,
+    /// Rate limit towards the master.
+    pub limiter: Arc<AdaptiveRateLimiter>,
+    /// Retry policy for retryable master failures.
+    pub retry: RetryPolicy,
+    /// Metrics.
+    pub metrics: WorkerMetrics,
+    /// This worker's id (DLQ headers).
+    pub worker_id: String,
+    /// Status event encoding.
+    pub status_format: StatusFormat,
+    /// Also dead-letter rejected commands.
+    pub dead_letter_rejections: bool,
+}
+
+/// How one record ended.
+enum Resolution {
+    Answered {
+        command: Command,
+        result: ApplyResult,
+        attempts: u32,
+    },
+    Exhausted {
+        command: Command,
+        error: MasterError,
+        attempts: u32,
+        first_failure: OffsetDateTime,
+        last_failure: OffsetDateTime,
+    },
+    Dead(DeadLetter),
+}
+
+/// A run of commands applied together, with their positions in the batch.
+struct Chunk {
+    positions: Vec<usize>,
+    commands: Vec<Command>,
+}
+
+impl Pipeline {
+    /// Processes one batch; `Ok` means every effect is durable and acknowledged.
+    pub async fn process(&self, records: &[ConsumedRecord]) -> Result<BatchReport, PipelineError> {
+        let span = info_span!(
+            "batch",
+            records = records.len(),
+            topic = records.first().map(|r| r.topic.as_str()).unwrap_or("")
+        );
+        async move {
+            self.metrics.consumed(records.len() as u64);
+            let decoded = self.decode_all(records).await?;
+            let mut resolutions: Vec<Option<Resolution>> =
+                (0..records.len()).map(|_| None).collect();
+            let mut chunk = Chunk {
+                positions: Vec::new(),
+                commands: Vec::new(),
+            };
+            for (i, d) in decoded.into_iter().enumerate() {
+                match d {
+                    Decoded::Command(c) => {
+                        chunk.positions.push(i);
+                        chunk.commands.push(c);
+                    }
+                    Decoded::DeadLetter(dl) => resolutions[i] = Some(Resolution::Dead(dl)),
+                }
+            }
+            if !chunk.commands.is_empty() {
+                for (i, r) in self.apply_all(chunk).await? {
+                    resolutions[i] = Some(r);
+                }
+            }
+            let mut report = BatchReport {
+                records: records.len(),
+                ..BatchReport::default()
+            };
+            let mut outgoing = Vec::with_capacity(records.len());
+            for (record, resolution) in records.iter().zip(resolutions) {
+                let resolution =
+                    resolution.expect("every record of a batch is resolved exactly once");
+                self.emit(record, resolution, &mut outgoing, &mut report)
+                    .await?;
+            }
+            self.produce_all(outgoing).await?;
+            debug!(?report, "batch done");
+            Ok(report)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn decode_all(&self, records: &[ConsumedRecord]) -> Result<Vec<Decoded>, PipelineError> {
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let mut attempts = 0;
+            let started = Instant::now();
+            let mut rng = rand::rngs::StdRng::from_os_rng();
+            loop {
+                attempts += 1;
+                match decode_record(record, &self.codec, self.master.as_ref()).await {
+                    Ok(d) => {
+                        out.push(d);
+                        break;
+                    }
+                    Err(e) => {
+                        match self
+                            .retry
+                            .next_delay(attempts, started.elapsed(), None, &mut rng)
+                        {
+                            Some(delay) => {
+                                warn!(error = %e, ?delay, "decode failed; retrying");
+                                self.metrics.retry(e.code());
+                                tokio::time::sleep(delay).await;
+                            }
+                            None => return Err(PipelineError::Codec(e)),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies commands in order, splitting failing chunks to isolate the
+    /// records that fail them; retryable failures back off and retry.
+    async fn apply_all(&self, all: Chunk) -> Result<Vec<(usize, Resolution)>, PipelineError> {
+        let mut queue = VecDeque::from([all]);
+        let mut out = Vec::new();
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        while let Some(chunk) = queue.pop_front() {
+            let started = Instant::now();
+            let mut attempts: u32 = 0;
+            let mut first_failure = None;
+            loop {
+                let waited = self.limiter.acquire(chunk.commands.len() as u32).await;
+                self.metrics.rate_limit_wait(waited);
+                attempts += 1;
+                let t = Instant::now();
+                let result = self.master.apply(&chunk.commands).await;
+                match result {
+                    Ok(results) => {
+                        self.limiter.on_success();
+                        self.metrics.rate_current(self.limiter.current_rate());
+                        self.metrics.batch(chunk.commands.len(), t.elapsed());
+                        assert_eq!(
+                            results.len(),
+                            chunk.commands.len(),
+                            "Master contract: one result per command"
+                        );
+                        for ((pos, command), result) in
+                            chunk.positions.into_iter().zip(chunk.commands).zip(results)
+                        {
+                            out.push((
+                                pos,
+                                Resolution::Answered {
+                                    command,
+                                    result,
+                                    attempts,
+                                },
+                            ));
+                        }
+                        break;
+                    }
+                    Err(MasterError::BatchFailed { message }) if chunk.commands.len() > 1 => {
+                        debug!(size = chunk.commands.len(), %message, "batch failed; splitting");
+                        self.metrics.batch_split();
+                        let (left, right) = split(chunk);
+                        queue.push_front(right);
+                        queue.push_front(left);
+                        break;
+                    }
+                    Err(MasterError::BatchFailed { message }) => {
+                        // A master must answer a lone failing command with Rejected; treat a
+                        // violation of that contract as a rejection rather than loop forever.
+                        warn!(%message, "master failed a single-command batch; rejecting it");
+                        let command = chunk
+                            .commands
+                            .into_iter()
+                            .next()
+                            .expect("single-command chunk");
+                        let result = ApplyResult {
+                            outcome: Outcome::Rejected {
+                                code: "BATCH_FAILED".into(),
+                                message,
+                            },
+                            duplicate: false,
+                            recorded_at: OffsetDateTime::now_utc(),
+                        };
+                        out.push((
+                            chunk.positions[0],
+                            Resolution::Answered {
+                                command,
+                                result,
+                                attempts,
+                            },
+                        ));
+                        break;
+                    }
+                    Err(e @ MasterError::Misconfigured { .. }) => {
+                        return Err(PipelineError::Master(e))
+                    }
+                    Err(e) => {
+                        let now = OffsetDateTime::now_utc();
+                        let first = *first_failure.get_or_insert(now);
+                        let hint = match &e {
+                            MasterError::Throttled { retry_after, .. } => {
+                                self.limiter.on_throttled(*retry_after);
+                                self.metrics.rate_current(self.limiter.current_rate());
+                                *retry_after
+                            }
+                            MasterError::Unavailable { retry_after, .. } => *retry_after,
+                            _ => None,
+                        };
+                        self.metrics.retry(e.code());
+                        match self
+                            .retry
+                            .next_delay(attempts, started.elapsed(), hint, &mut rng)
+                        {
+                            Some(delay) => {
+                                warn!(error = %e, attempts, ?delay, size = chunk.commands.len(), "apply failed; retrying");
+                                tokio::time::sleep(delay).await;
+                            }
+                            None => {
+                                warn!(error = %e, attempts, size = chunk.commands.len(), "retries exhausted; dead-lettering");
+                                for (pos, command) in
+                                    chunk.positions.into_iter().zip(chunk.commands)
+                                {
+                                    out.push((
+                                        pos,
+                                        Resolution::Exhausted {
+                                            command,
+                                            error: e.clone(),
+                                            attempts,
+                                            first_failure: first,
+                                            last_failure: now,
+                                        },
+                                    ));
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Turns a resolution into its status event and/or dead letter.
+    async fn emit(
+        &self,
+        record: &ConsumedRecord,
+        resolution: Resolution,
+        outgoing: &mut Vec<OutgoingRecord>,
+        report: &mut BatchReport,
+    ) -> Result<(), PipelineError> {
+        let now = OffsetDateTime::now_utc();
+        match resolution {
+            Resolution::Answered {
+                command,
+                result,
+                attempts,
+            } => {
+                let state = result.outcome.state();
+                if result.duplicate {
+                    report.duplicates += 1;
+                    self.metrics.dedupe_hit(1);
+                } else if state == SubmissionState::Applied {
+                    report.applied += 1;
+                } else {
+                    report.refused += 1;
+                }
+                self.metrics.outcome(state, 1);
+                let mut event = base_event(
+                    &command.envelope,
+                    record,
+                    &command.fingerprint,
+                    state,
+                    attempts,
+                );
+                event.applied_at = Some(result.recorded_at);
+                match &result.outcome {
+                    Outcome::Applied {
+                        canonical_id,
+                        version,
+                    } => {
+                        event.canonical_id = canonical_id.clone();
+                        event.master_version = *version;
+                    }
+                    Outcome::Rejected { code, message } => {
+                        event.error = Some(StatusError {
+                            code: code.clone(),
+                            message: message.clone(),
+                            retryable: false,
+                        });
+                    }
+                    Outcome::Conflict {
+                        message,
+                        current_version,
+                    } => {
+                        event.master_version = *current_version;
+                        event.error = Some(StatusError {
+                            code: "VERSION_MISMATCH".into(),
+                            message: message.clone(),
+                            retryable: false,
+                        });
+                    }
+                }
+                if event
+                    .stale_after
+                    .is_some_and(|deadline| result.recorded_at > deadline)
+                    && !result.duplicate
+                {
+                    self.metrics.stale(1);
+                }
+                let span = info_span!("command", submission_id = %command.submission_id, command_type = %command.envelope.command_type, traceparent = command.envelope.traceparent.as_deref().unwrap_or(""));
+                span.in_scope(|| debug!(state = %state, duplicate = result.duplicate, "answered"));
+                if state == SubmissionState::Rejected
+                    && self.dead_letter_rejections
+                    && !result.duplicate
+                {
+                    let (code, message) = match &result.outcome {
+                        Outcome::Rejected { code, message } => (code.clone(), message.clone()),
+                        _ => unreachable!("state is Rejected"),
+                    };
+                    outgoing.push(self.dead_letter(
+                        record,
+                        DlqReason::Rejected,
+                        &code,
+                        &message,
+                        attempts,
+                        now,
+                        now,
+                    ));
+                    report.dead_lettered += 1;
+                    self.metrics.dead_lettered(DlqReason::Rejected, 1);
+                }
+                outgoing.push(self.status_record(&event).await?);
+            }
+            Resolution::Exhausted {
+                command,
+                error,
+                attempts,
+                first_failure,
+                last_failure,
+            } => {
+                report.dead_lettered += 1;
+                self.metrics.dead_lettered(DlqReason::RetriesExhausted, 1);
+                self.metrics.outcome(SubmissionState::DeadLettered, 1);
+                outgoing.push(self.dead_letter(
+                    record,
+                    DlqReason::RetriesExhausted,
+                    error.code(),
+                    &error.to_string(),
+                    attempts,
+                    first_failure,
+                    last_failure,
+                ));
+                let mut event = base_event(
+                    &command.envelope,
+                    record,
+                    &command.fingerprint,
+                    SubmissionState::DeadLettered,
+                    attempts,
+                );
+                event.applied_at = Some(now);
+                event.error = Some(StatusError {
+                    code: error.code().into(),
+                    message: error.to_string(),
+                    retryable: true,
+                });
+                outgoing.push(self.status_record(&event).await?);
+            }
+            Resolution::Dead(dl) => {
+                report.dead_lettered += 1;
+                self.metrics.dead_lettered(dl.reason, 1);
+                outgoing.push(self.dead_letter(
+                    record,
+                    dl.reason,
+                    &dl.code,
+                    &dl.message,
+                    0,
+                    now,
+                    now,
+                ));
+                if let Some(envelope) = &dl.envelope {
+                    self.metrics.outcome(SubmissionState::DeadLettered, 1);
+                    let fingerprint = raw_fingerprint(record.value.as_deref().unwrap_or_default());
+                    let mut event = base_event(
+                        envelope,
+                        record,
+                        &fingerprint,
+                        SubmissionState::DeadLettered,
+                        0,
+                    );
+                    event.applied_at = Some(now);
+                    event.error = Some(StatusError {
+                        code: dl.code.clone(),
+                        message: dl.message.clone(),
+                        retryable: false,
+                    });
+                    outgoing.push(self.status_record(&event).await?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dead_letter(
+        &self,
+        record: &ConsumedRecord,
+        reason: DlqReason,
+        code: &str,
+        message: &str,
+        attempts: u32,
+        first_failure: OffsetDateTime,
+        last_failure: OffsetDateTime,
+    ) -> OutgoingRecord {
+        let failure = DlqFailure {
+            reason,
+            error_class: code.to_owned(),
+            error_message: message.to_owned(),
+            attempts,
+            original_topic: record.topic.clone(),
+            original_partition: record.partition,
+            original_offset: record.offset,
+            original_timestamp_ms: record.timestamp_ms,
+            first_failure_at: first_failure,
+            last_failure_at: last_failure,
+            worker_id: self.worker_id.clone(),
+        };
+        OutgoingRecord {
+            topic: self.layout.dlq(),
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers: dlq_headers(&record.headers, &failure),
+            partition: None,
+        }
+    }
+
+    async fn status_record(&self, event: &StatusEvent) -> Result<OutgoingRecord, PipelineError> {
+        let format = self.status_format.content_type();
+        let value = self
+            .codec
+            .encode_status(event, format)
+            .await
+            .map_err(PipelineError::Codec)?;
+        let mut headers = Headers::new();
+        headers.push(cloudevents::CONTENT_TYPE, format.as_str());
+        Ok(OutgoingRecord::new(
+            self.layout.status(),
+            event.submission_id.to_string(),
+            value,
+            headers,
+        ))
+    }
+
+    /// Produces everything and waits for every acknowledgement, retrying
+    /// failed sends; gives up (fatal) only after the retry budget.
+    async fn produce_all(&self, mut outgoing: Vec<OutgoingRecord>) -> Result<(), PipelineError> {
+        let started = Instant::now();
+        let mut attempts = 0;
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        while !outgoing.is_empty() {
+            attempts += 1;
+            let results = self.producer.send_all(&outgoing).await;
+            let mut failed = Vec::new();
+            let mut last_error = None;
+            for (record, result) in outgoing.into_iter().zip(results) {
+                if let Err(e) = result {
+                    if !e.is_retryable() {
+                        return Err(PipelineError::Produce(e));
+                    }
+                    failed.push(record);
+                    last_error = Some(e);
+                }
+            }
+            outgoing = failed;
+            if let Some(e) = last_error {
+                match self
+                    .retry
+                    .next_delay(attempts, started.elapsed(), None, &mut rng)
+                {
+                    Some(delay) => {
+                        warn!(error = %e, remaining = outgoing.len(), ?delay, "produce failed; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Err(PipelineError::Produce(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn split(chunk: Chunk) -> (Chunk, Chunk) {
+    let mid = chunk.commands.len() / 2;
+    let mut positions = chunk.positions;
+    let mut commands = chunk.commands;
+    let right = Chunk {
+        positions: positions.split_off(mid),
+        commands: commands.split_off(mid),
+    };
+    (
+        Chunk {
+            positions,
+            commands,
+        },
+        right,
+    )
+}
+
+fn base_event(
+    envelope: &CommandEnvelope,
+    record: &ConsumedRecord,
+    fingerprint: &str,
+    state: SubmissionState,
+    attempts: u32,
+) -> StatusEvent {
+    let accepted_at = envelope
+        .time
+        .or_else(|| {
+            record.timestamp_ms.and_then(|ms| {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+            })
+        })
+        .unwrap_or_else(OffsetDateTime::now_utc);
+    StatusEvent {
+        submission_id: envelope.submission_id(),
+        source: envelope.source.clone(),
+        id: envelope.id.clone(),
+        command_type: envelope.command_type.clone(),
+        subject: envelope.subject.clone(),
+        state,
+        canonical_id: None,
+        master_version: None,
+        error: None,
+        attempts,
+        payload_fingerprint: fingerprint.to_owned(),
+        accepted_at,
+        applied_at: None,
+        stale_after: envelope.stale_after,
+        job_id: envelope.job_id.clone(),
+        job_line: envelope.job_line,
+        draft_id: envelope.draft_id.clone(),
+        temp_id: envelope.temp_id.clone(),
+    }
+}

@@ -1,0 +1,227 @@
+//! The worker's run loop: gather a batch, process it, store and commit its
+//! offsets, repeat — with supervised side tasks (HTTP, inbox expiry, lag) and
+//! a drain on shutdown that finishes the in-flight batch within a bound.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::consumer::CommitMode;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use writ_codec::{PayloadCodec, RegistrySettings, SchemaCatalog};
+use writ_core::TopicLayout;
+use writ_kafka::{BatchConsumer, RecordProducer};
+
+use crate::config::{Profile, WorkerConfig};
+use crate::metrics::{install_recorder, WorkerMetrics};
+use crate::pipeline::Pipeline;
+use crate::rate::AdaptiveRateLimiter;
+use crate::server;
+
+/// How often expired inbox entries are deleted.
+const INBOX_EXPIRY_INTERVAL: Duration = Duration::from_secs(600);
+/// How often consumer lag is measured.
+const LAG_INTERVAL: Duration = Duration::from_secs(15);
+
+/// A worker that has connected everything and is ready to run.
+pub struct Worker {
+    config: WorkerConfig,
+    pipeline: Arc<Pipeline>,
+    consumer: Arc<BatchConsumer>,
+    listener: tokio::net::TcpListener,
+    metrics: WorkerMetrics,
+}
+
+impl Worker {
+    /// Connects the master, Kafka clients and the HTTP listener.
+    pub async fn connect(config: WorkerConfig) -> anyhow::Result<Self> {
+        let layout = TopicLayout::new(&config.domain)?;
+        let catalog = match &config.schemas_dir {
+            Some(dir) => SchemaCatalog::load_dir(dir)
+                .with_context(|| format!("loading schemas from {}", dir.display()))?,
+            None => SchemaCatalog::builtin(),
+        };
+        let codec = PayloadCodec::new(
+            catalog,
+            config.registry_url.as_deref().map(RegistrySettings::new),
+        )?;
+        let master = writ_store::connect(&config.master)
+            .await
+            .context("connecting the master")?;
+        let producer = RecordProducer::new(&config.kafka)?;
+        let topic = match config.profile {
+            Profile::Interactive => layout.commands(),
+            Profile::Bulk => layout.bulk(),
+        };
+        let consumer = Arc::new(BatchConsumer::new(
+            &config.kafka,
+            &config.group_id(),
+            &[&topic],
+        )?);
+        let listener = server::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let metrics = WorkerMetrics::new(&config.domain, config.profile.as_str());
+        let pipeline = Arc::new(Pipeline {
+            codec: Arc::new(codec),
+            master,
+            producer,
+            layout,
+            limiter: Arc::new(AdaptiveRateLimiter::new(&config.rate)),
+            retry: config.retry.clone(),
+            metrics: metrics.clone(),
+            worker_id: config.worker_id.clone(),
+            status_format: config.status_format,
+            dead_letter_rejections: config.dead_letter_rejections,
+        });
+        info!(
+            worker_id = %config.worker_id,
+            domain = %config.domain,
+            profile = config.profile.as_str(),
+            group = %config.group_id(),
+            %topic,
+            master = pipeline.master.kind(),
+            "worker connected"
+        );
+        Ok(Self {
+            config,
+            pipeline,
+            consumer,
+            listener,
+            metrics,
+        })
+    }
+
+    /// The address `/metrics`, `/healthz` and `/readyz` are served on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs until `shutdown`, then drains: the in-flight batch is finished
+    /// (within `drain_timeout_ms`) and its offsets committed synchronously.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            config,
+            pipeline,
+            consumer,
+            listener,
+            metrics,
+        } = self;
+        let ready = Arc::new(AtomicBool::new(false));
+        // Side tasks stop with the worker; a failing one stops the worker.
+        let tasks = shutdown.child_token();
+        let mut side = tokio::task::JoinSet::new();
+        side.spawn(server::serve(
+            listener,
+            install_recorder(),
+            ready.clone(),
+            tasks.clone(),
+        ));
+        {
+            let master = pipeline.master.clone();
+            let window = Duration::from_millis(config.dedupe_window_ms);
+            let stop = tasks.clone();
+            side.spawn(async move {
+                let mut tick = tokio::time::interval(INBOX_EXPIRY_INTERVAL);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tick.tick() => {}
+                    }
+                    match master
+                        .expire_inbox(OffsetDateTime::now_utc() - window)
+                        .await
+                    {
+                        Ok(n) if n > 0 => info!(deleted = n, "expired inbox entries"),
+                        Ok(_) => {}
+                        Err(e) => warn!(error = %e, "inbox expiry failed; will retry"),
+                    }
+                }
+            });
+        }
+        {
+            let consumer = consumer.clone();
+            let metrics = metrics.clone();
+            let stop = tasks.clone();
+            side.spawn(async move {
+                let mut tick = tokio::time::interval(LAG_INTERVAL);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tick.tick() => {}
+                    }
+                    let c = consumer.clone();
+                    // Offset and watermark queries block on the network.
+                    match tokio::task::spawn_blocking(move || c.lag(Duration::from_secs(5))).await {
+                        Ok(Ok(lags)) => {
+                            for (topic, partition, lag) in lags {
+                                metrics.consumer_lag(&topic, partition, lag);
+                            }
+                        }
+                        Ok(Err(e)) => warn!(error = %e, "measuring consumer lag failed"),
+                        Err(e) => warn!(error = %e, "lag task panicked"),
+                    }
+                }
+            });
+        }
+
+        ready.store(true, Ordering::Relaxed);
+        let limits = config.batch_limits();
+        let drain = config.drain_timeout();
+        let result: anyhow::Result<()> = async {
+            loop {
+                let batch = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    side_done = side.join_next() => {
+                        match side_done {
+                            Some(Ok(Ok(()))) | None => anyhow::bail!("a worker side task stopped unexpectedly"),
+                            Some(Ok(Err(e))) => return Err(anyhow::Error::new(e).context("metrics/health server failed")),
+                            Some(Err(e)) => anyhow::bail!("a worker side task panicked: {e}"),
+                        }
+                    }
+                    batch = consumer.next_batch(limits) => batch?,
+                };
+                // Finish the batch even when shutdown arrives meanwhile, but
+                // only for `drain`: an abandoned batch is simply replayed later.
+                let report = tokio::select! {
+                    report = pipeline.process(&batch) => report?,
+                    _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
+                        warn!(records = batch.len(), "drain timeout: abandoning the in-flight batch; it will be replayed");
+                        break;
+                    }
+                };
+                consumer.store_offsets(batch.iter().map(|r| (r.topic.as_str(), r.partition, r.offset)))?;
+                if let Err(e) = consumer.commit(CommitMode::Async) {
+                    metrics.commit_failed();
+                    warn!(error = %e, "async offset commit failed; the next commit covers it");
+                }
+                tracing::debug!(?report, "batch committed");
+            }
+            Ok(())
+        }
+        .await;
+
+        ready.store(false, Ordering::Relaxed);
+        tasks.cancel();
+        let commit = {
+            let c = consumer.clone();
+            tokio::task::spawn_blocking(move || c.commit(CommitMode::Sync)).await
+        };
+        match commit {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "final offset commit failed; uncommitted batches will be replayed (no-ops)")
+            }
+            Err(e) => warn!(error = %e, "final commit task panicked"),
+        }
+        let _ = pipeline.producer.flush(Duration::from_secs(5));
+        while side.join_next().await.is_some() {}
+        info!("worker stopped");
+        result
+    }
+}

@@ -1,0 +1,256 @@
+//! Shared fixtures for the worker's end-to-end tests: a domain's topics on
+//! the test broker, a PostgreSQL master with a history trigger that proves
+//! exactly-once effect independently of writ's inbox, command producers and
+//! a status/DLQ reader.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use sqlx::PgPool;
+use writ_codec::{PayloadCodec, SchemaCatalog};
+use writ_core::{CommandEnvelope, ContentType, StatusEvent, TopicLayout};
+use writ_kafka::{ConsumedRecord, KafkaSettings, OutgoingRecord, RecordProducer};
+use writ_testkit::{TestKafka, TestPostgres};
+
+/// Master DDL: the mapped table, plus a history table filled by a trigger on
+/// every write — the independent witness of "applied exactly once, in order".
+pub const MASTER_DDL: &str = r#"
+CREATE TABLE customers (
+    customer_id text PRIMARY KEY,
+    name text NOT NULL CHECK (name <> 'poison'),
+    email text NOT NULL,
+    tier text,
+    seq bigint,
+    version bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE customer_history (
+    id bigserial PRIMARY KEY,
+    customer_id text NOT NULL,
+    seq bigint,
+    name text
+);
+CREATE FUNCTION record_customer_history() RETURNS trigger AS $$
+BEGIN
+    INSERT INTO customer_history (customer_id, seq, name) VALUES (NEW.customer_id, NEW.seq, NEW.name);
+    RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER customers_history AFTER INSERT OR UPDATE ON customers
+    FOR EACH ROW EXECUTE FUNCTION record_customer_history();
+"#;
+
+/// One test's world: topics, master database, clients.
+pub struct Stack {
+    pub kafka: TestKafka,
+    pub pg: TestPostgres,
+    pub layout: TopicLayout,
+    pub settings: KafkaSettings,
+    pub producer: RecordProducer,
+    pub codec: PayloadCodec,
+}
+
+impl Stack {
+    /// Creates topics and the master schema; None when PostgreSQL is unavailable.
+    pub async fn new(prefix: &str, partitions: i32) -> Option<Stack> {
+        writ_testkit::init_tracing();
+        let pg = writ_testkit::postgres().await?;
+        let kafka = writ_testkit::kafka().await;
+        let layout = TopicLayout::new(&writ_testkit::unique_name(prefix)).unwrap();
+        let settings =
+            KafkaSettings::new(kafka.bootstrap_servers()).with("session.timeout.ms", "6000");
+        if kafka.is_mock() {
+            for t in [
+                layout.commands(),
+                layout.bulk(),
+                layout.status(),
+                layout.dlq(),
+            ] {
+                kafka.create_mock_topic(&t, partitions).unwrap();
+            }
+        } else {
+            let admin = writ_kafka::TopicAdmin::new(&settings).unwrap();
+            let specs = layout.specs(&writ_core::topics::TopicSettings {
+                partitions,
+                status_partitions: partitions,
+                ..Default::default()
+            });
+            admin.ensure_topics(&specs).await.unwrap();
+        }
+        sqlx::raw_sql(MASTER_DDL).execute(pg.pool()).await.unwrap();
+        let producer = RecordProducer::new(&settings).unwrap();
+        let codec = PayloadCodec::new(SchemaCatalog::builtin(), None).unwrap();
+        Some(Stack {
+            kafka,
+            pg,
+            layout,
+            settings,
+            producer,
+            codec,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        self.pg.pool()
+    }
+
+    /// Worker configuration (TOML) for this stack.
+    pub fn worker_toml(&self, profile: &str, extra: &str) -> String {
+        format!(
+            r#"
+domain = "{domain}"
+profile = "{profile}"
+listen = "127.0.0.1:0"
+drain_timeout_ms = 4000
+{extra}
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+properties = {{ "session.timeout.ms" = "6000" }}
+
+[retry]
+max_attempts = 50
+initial_backoff_ms = 20
+max_backoff_ms = 500
+max_elapsed_ms = 60000
+
+[master]
+kind = "postgres"
+url = "{pg}"
+max_connections = 4
+
+[master.types."customer.upsert.v1"]
+table = "customers"
+mode = "upsert"
+key_columns = ["customer_id"]
+columns = {{ customer_id = "customer_id", name = "name", email = "email", tier = "tier", seq = "seq" }}
+version_column = "version"
+canonical_id_column = "customer_id"
+
+[master.types."customer.delete.v1"]
+table = "customers"
+mode = "delete"
+key_columns = ["customer_id"]
+columns = {{ customer_id = "customer_id" }}
+"#,
+            domain = self.layout.domain(),
+            bootstrap = self.kafka.bootstrap_servers(),
+            pg = self.pg.url(),
+        )
+    }
+
+    /// Writes the worker config to a temp file (for subprocess workers).
+    pub fn worker_config_file(&self, profile: &str, extra: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(&mut f, self.worker_toml(profile, extra).as_bytes()).unwrap();
+        f
+    }
+
+    /// An upsert command record (JSON payload).
+    pub fn upsert(&self, id: &str, customer: &str, seq: i64, name: &str) -> OutgoingRecord {
+        let payload = serde_json::json!({
+            "customer_id": customer, "name": name, "email": format!("{customer}@example.com"), "seq": seq
+        });
+        self.command(id, "customer.upsert.v1", customer, &payload, None)
+    }
+
+    /// Any JSON command record.
+    pub fn command(
+        &self,
+        id: &str,
+        command_type: &str,
+        subject: &str,
+        payload: &Value,
+        expected_version: Option<i64>,
+    ) -> OutgoingRecord {
+        let mut e =
+            CommandEnvelope::new(id, "/tenants/acme/tests", command_type, ContentType::Json)
+                .with_subject(subject);
+        e.expected_version = expected_version;
+        OutgoingRecord::command(
+            self.layout.commands(),
+            &e,
+            serde_json::to_vec(payload).unwrap(),
+        )
+    }
+
+    /// Produces records and waits for all acknowledgements.
+    pub async fn produce(&self, records: &[OutgoingRecord]) {
+        for chunk in records.chunks(5000) {
+            for r in self.producer.send_all(chunk).await {
+                r.expect("produce");
+            }
+        }
+    }
+
+    /// Reads every record of a topic currently present (from the beginning):
+    /// polls until the topic has been quiet for a moment. (High watermarks are
+    /// not used: tansu reports them per produce batch, not per record.)
+    pub fn read_topic(&self, topic: &str) -> Vec<ConsumedRecord> {
+        let consumer: BaseConsumer = self.settings.reader_config().unwrap().create().unwrap();
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in md.topics()[0].partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut out = Vec::new();
+        let quiet = Duration::from_millis(1500);
+        let mut last = std::time::Instant::now();
+        let deadline = last + Duration::from_secs(60);
+        while last.elapsed() < quiet && std::time::Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                last = std::time::Instant::now();
+                out.push(ConsumedRecord::from_message(&m));
+            }
+        }
+        out
+    }
+
+    /// All status events so far, decoded.
+    pub async fn statuses(&self) -> Vec<StatusEvent> {
+        let mut out = Vec::new();
+        for r in self.read_topic(&self.layout.status()) {
+            let ct = r
+                .headers
+                .get_str("content-type")
+                .unwrap_or("application/avro")
+                .to_owned();
+            out.push(
+                self.codec
+                    .decode_status(&ct, r.value.as_deref().unwrap())
+                    .await
+                    .unwrap(),
+            );
+        }
+        out
+    }
+
+    /// Polls until `count` status events exist (or panics after `timeout`).
+    pub async fn wait_statuses(&self, count: usize, timeout: Duration) -> Vec<StatusEvent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let s = self.statuses().await;
+            if s.len() >= count {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {count} status events after {timeout:?}",
+                s.len()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+/// The compiled worker binary.
+pub fn worker_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_writ-worker"))
+}
