@@ -199,6 +199,23 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Sums of `writ_batch_stage_duration_seconds` per stage, from the worker's /metrics.
+async fn stage_seconds(port: u16) -> String {
+    let Ok(resp) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
+        return "(metrics unavailable)".into();
+    };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("writ_batch_stage_duration_seconds_sum"))
+        .filter_map(|l| {
+            let stage = l.split("stage=\"").nth(1)?.split('"').next()?;
+            let secs: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some(format!("{stage}={secs:.2}"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -288,6 +305,11 @@ async fn run() {
 
     // (c) the worker, as deployed: its own process, bulk profile.
     let master_db = writ_testkit::postgres().await.unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     sqlx::raw_sql(TABLE_DDL)
         .execute(master_db.pool())
         .await
@@ -295,7 +317,7 @@ async fn run() {
     let config = format!(
         r#"domain = "{domain}"
 profile = "bulk"
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{port}"
 drain_timeout_ms = 4000
 [batch]
 max_records = {batch}
@@ -314,7 +336,8 @@ columns = {{ customer_id = "customer_id", name = "name", email = "email", tier =
 version_column = "version"
 "#,
         domain = layout.domain(),
-        url = master_db.url()
+        url = master_db.url(),
+        port = metrics_port,
     );
     let file = std::env::temp_dir().join(format!("writ-bench-{}.toml", Uuid::new_v4()));
     std::fs::write(&file, config).unwrap();
@@ -346,6 +369,7 @@ version_column = "version"
     let (t0, done0) = first_progress.unwrap();
     let c = (n as i64 - done0) as f64 / t0.elapsed().as_secs_f64();
     let rss = peak_rss_kib(child.id());
+    let stages = stage_seconds(metrics_port).await;
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let exit = child.wait().unwrap();
@@ -354,6 +378,7 @@ version_column = "version"
         "  (c)  writ-worker:    {c:>9.0} commands/s sustained (end to end incl. start-up: {:.1} s; exit {exit})",
         total.as_secs_f64()
     );
+    println!("       worker seconds per stage, summed over batches: {stages}");
     println!(
         "  c/a = {:.2}   worker peak RSS = {} MiB",
         c / a,

@@ -33,6 +33,7 @@ const RATE_LIMIT_RATE: &str = "writ_rate_limit_records_per_second";
 const CONSUMER_LAG: &str = "writ_consumer_lag_records";
 const STALENESS_VIOLATIONS: &str = "writ_staleness_violations_total";
 const OFFSET_COMMIT_FAILURES: &str = "writ_offset_commit_failures_total";
+const STAGE_DURATION: &str = "writ_batch_stage_duration_seconds";
 
 /// Batch sizes, from interactive (a handful) to bulk (thousands).
 const BATCH_RECORDS_BUCKETS: &[f64] = &[
@@ -68,6 +69,12 @@ pub fn install_recorder() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(APPLY_DURATION.into()),
+                        APPLY_DURATION_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(STAGE_DURATION.into()),
                         APPLY_DURATION_BUCKETS,
                     )
                 })
@@ -121,6 +128,11 @@ fn describe_all() {
         "Records sent to the DLQ, by reason."
     );
     describe_histogram!(BATCH_RECORDS, Unit::Count, "Records per applied batch.");
+    describe_histogram!(
+        STAGE_DURATION,
+        Unit::Seconds,
+        "Time per batch in each pipeline stage (decode, apply, emit, produce, commit)."
+    );
     describe_histogram!(
         APPLY_DURATION,
         Unit::Seconds,
@@ -206,6 +218,12 @@ impl WorkerMetrics {
     pub fn batch(&self, records: usize, apply_latency: Duration) {
         metrics::histogram!(BATCH_RECORDS, self.labels()).record(records as f64);
         metrics::histogram!(APPLY_DURATION, self.labels()).record(apply_latency.as_secs_f64());
+    }
+
+    /// Time one batch spent in a pipeline stage (`decode`, `apply`, `emit`, `produce`, `commit`).
+    pub fn stage(&self, stage: &'static str, took: Duration) {
+        metrics::histogram!(STAGE_DURATION, self.labels_with("stage", stage))
+            .record(took.as_secs_f64());
     }
 
     /// One retry of a failed apply; `code` is the stable error code, never a message.

@@ -57,6 +57,17 @@ pub struct BatchReport {
     pub dead_lettered: usize,
 }
 
+/// A batch whose master effects are durable, with what remains to deliver.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Status events and dead letters to produce.
+    pub outgoing: Vec<OutgoingRecord>,
+    /// (topic, partition, offset) of every record of the batch, in order.
+    pub offsets: Vec<(String, i32, i64)>,
+    /// What the batch came to.
+    pub report: BatchReport,
+}
+
 /// Everything a batch needs; shared by the run loop.
 pub struct Pipeline {
     /// Payload codec.
@@ -107,6 +118,16 @@ struct Chunk {
 impl Pipeline {
     /// Processes one batch; `Ok` means every effect is durable and acknowledged.
     pub async fn process(&self, records: &[ConsumedRecord]) -> Result<BatchReport, PipelineError> {
+        let prepared = self.prepare(records).await?;
+        let report = prepared.report;
+        self.deliver(prepared).await?;
+        Ok(report)
+    }
+
+    /// Decodes and applies a batch and builds its status events and dead
+    /// letters. The master effects are durable when this returns; the
+    /// records still have to be delivered before the offsets may be stored.
+    pub async fn prepare(&self, records: &[ConsumedRecord]) -> Result<Prepared, PipelineError> {
         let span = info_span!(
             "batch",
             records = records.len(),
@@ -114,7 +135,9 @@ impl Pipeline {
         );
         async move {
             self.metrics.consumed(records.len() as u64);
+            let t = Instant::now();
             let decoded = self.decode_all(records).await?;
+            self.metrics.stage("decode", t.elapsed());
             let mut resolutions: Vec<Option<Resolution>> =
                 (0..records.len()).map(|_| None).collect();
             let mut chunk = Chunk {
@@ -130,11 +153,14 @@ impl Pipeline {
                     Decoded::DeadLetter(dl) => resolutions[i] = Some(Resolution::Dead(dl)),
                 }
             }
+            let t = Instant::now();
             if !chunk.commands.is_empty() {
                 for (i, r) in self.apply_all(chunk).await? {
                     resolutions[i] = Some(r);
                 }
             }
+            self.metrics.stage("apply", t.elapsed());
+            let t = Instant::now();
             let mut report = BatchReport {
                 records: records.len(),
                 ..BatchReport::default()
@@ -146,12 +172,28 @@ impl Pipeline {
                 self.emit(record, resolution, &mut outgoing, &mut report)
                     .await?;
             }
-            self.produce_all(outgoing).await?;
-            debug!(?report, "batch done");
-            Ok(report)
+            self.metrics.stage("emit", t.elapsed());
+            let offsets = records
+                .iter()
+                .map(|r| (r.topic.clone(), r.partition, r.offset))
+                .collect();
+            Ok(Prepared {
+                outgoing,
+                offsets,
+                report,
+            })
         }
         .instrument(span)
         .await
+    }
+
+    /// Produces a prepared batch's records and waits for every acknowledgement.
+    pub async fn deliver(&self, prepared: Prepared) -> Result<(), PipelineError> {
+        let t = Instant::now();
+        self.produce_all(prepared.outgoing).await?;
+        self.metrics.stage("produce", t.elapsed());
+        debug!(report = ?prepared.report, "batch delivered");
+        Ok(())
     }
 
     async fn decode_all(&self, records: &[ConsumedRecord]) -> Result<Vec<Decoded>, PipelineError> {

@@ -18,7 +18,7 @@ use writ_kafka::{BatchConsumer, RecordProducer};
 
 use crate::config::{Profile, WorkerConfig};
 use crate::metrics::{install_recorder, WorkerMetrics};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Prepared};
 use crate::rate::AdaptiveRateLimiter;
 use crate::server;
 
@@ -172,6 +172,31 @@ impl Worker {
         ready.store(true, Ordering::Relaxed);
         let limits = config.batch_limits();
         let drain = config.drain_timeout();
+        // Delivery runs one batch behind: while batch N's status events are
+        // produced and acknowledged (and only then its offsets stored), batch
+        // N+1 is gathered, decoded and applied. Offsets still follow acks.
+        let (deliver_tx, mut deliver_rx) = tokio::sync::mpsc::channel::<Prepared>(1);
+        let mut delivery = {
+            let pipeline = pipeline.clone();
+            let consumer = consumer.clone();
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                while let Some(mut prepared) = deliver_rx.recv().await {
+                    let offsets = std::mem::take(&mut prepared.offsets);
+                    let report = prepared.report;
+                    pipeline.deliver(prepared).await?;
+                    let t = std::time::Instant::now();
+                    consumer.store_offsets(offsets.iter().map(|(t, p, o)| (t.as_str(), *p, *o)))?;
+                    if let Err(e) = consumer.commit(CommitMode::Async) {
+                        metrics.commit_failed();
+                        warn!(error = %e, "async offset commit failed; the next commit covers it");
+                    }
+                    metrics.stage("commit", t.elapsed());
+                    tracing::debug!(?report, "batch committed");
+                }
+                Ok::<(), anyhow::Error>(())
+            })
+        };
         let result: anyhow::Result<()> = async {
             loop {
                 let batch = tokio::select! {
@@ -188,23 +213,32 @@ impl Worker {
                 };
                 // Finish the batch even when shutdown arrives meanwhile, but
                 // only for `drain`: an abandoned batch is simply replayed later.
-                let report = tokio::select! {
-                    report = pipeline.process(&batch) => report?,
+                let prepared = tokio::select! {
+                    prepared = pipeline.prepare(&batch) => prepared?,
                     _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
                         warn!(records = batch.len(), "drain timeout: abandoning the in-flight batch; it will be replayed");
                         break;
                     }
                 };
-                consumer.store_offsets(batch.iter().map(|r| (r.topic.as_str(), r.partition, r.offset)))?;
-                if let Err(e) = consumer.commit(CommitMode::Async) {
-                    metrics.commit_failed();
-                    warn!(error = %e, "async offset commit failed; the next commit covers it");
+                if deliver_tx.send(prepared).await.is_err() {
+                    // The delivery task stopped; its error is collected below.
+                    break;
                 }
-                tracing::debug!(?report, "batch committed");
             }
             Ok(())
         }
         .await;
+        drop(deliver_tx);
+        let delivered = match tokio::time::timeout(drain, &mut delivery).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(anyhow::anyhow!("delivery task panicked: {e}")),
+            Err(_) => {
+                delivery.abort();
+                warn!("drain timeout while delivering; undelivered batches will be replayed");
+                Ok(())
+            }
+        };
+        let result = result.and(delivered.context("delivering status events and dead letters"));
 
         ready.store(false, Ordering::Relaxed);
         tasks.cancel();

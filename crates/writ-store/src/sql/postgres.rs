@@ -50,8 +50,129 @@ pub async fn connect(config: &SqlMasterConfig, inbox: &TableName) -> Result<PgPo
     Ok(pool)
 }
 
-/// Applies a batch in one transaction (see the module doc for the statements).
+/// Applies a batch in one transaction.
+///
+/// The fast path writes first and inserts the inbox rows, outcomes included,
+/// last: one index probe for known duplicates, the writes, one inbox insert.
+/// Exactly-once still holds because the writes commit only together with the
+/// inbox insert, and a plain insert of an id that a concurrent transaction
+/// (a zombie worker during a rebalance) holds waits for it and then fails on
+/// the primary key. Only then — rare — the batch is rolled back and redone on
+/// the claim-first path, which answers those ids from the inbox.
 pub async fn apply(
+    pool: &PgPool,
+    mappings: &HashMap<String, Mapping>,
+    inbox: &TableName,
+    batch: &[Command],
+) -> Result<Vec<ApplyResult>, Failure> {
+    match apply_write_first(pool, mappings, inbox, batch).await? {
+        Some(results) => Ok(results),
+        None => {
+            tracing::debug!("inbox race detected; redoing the batch claim-first");
+            apply_claim_first(pool, mappings, inbox, batch).await
+        }
+    }
+}
+
+/// The fast path; `Ok(None)` when another transaction recorded one of the ids first.
+async fn apply_write_first(
+    pool: &PgPool,
+    mappings: &HashMap<String, Mapping>,
+    inbox: &TableName,
+    batch: &[Command],
+) -> Result<Option<Vec<ApplyResult>>, Failure> {
+    let work = Work::new(batch);
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(fail("beginning a transaction"))?;
+    let ids: Vec<Uuid> = work
+        .unique
+        .iter()
+        .map(|&i| batch[i].submission_id)
+        .collect();
+    let recorded = read_recorded(&mut tx, inbox, &ids).await?;
+
+    let mut fresh: HashMap<usize, Outcome> = HashMap::with_capacity(work.unique.len());
+    let mut entities: Vec<(usize, String)> = Vec::with_capacity(work.unique.len());
+    for &i in &work.unique {
+        let cmd = &batch[i];
+        if recorded.contains_key(&cmd.submission_id) {
+            continue;
+        }
+        match prepare(&mappings[&cmd.envelope.command_type], cmd) {
+            Ok(entity) => entities.push((i, entity)),
+            Err(outcome) => {
+                fresh.insert(i, outcome);
+            }
+        }
+    }
+    entities.sort_by_key(|(i, _)| *i);
+    let groups = plan::plan_waves(
+        entities
+            .iter()
+            .map(|(i, e)| (*i, e.as_str(), batch[*i].envelope.command_type.as_str())),
+    );
+    for g in &groups {
+        let mapping = &mappings[&g.command_type];
+        write_group(&mut tx, mapping, batch, &g.members, &mut fresh).await?;
+    }
+
+    let mut now = OffsetDateTime::now_utc();
+    if !fresh.is_empty() {
+        // Sorted ids: concurrent inserts of overlapping sets lock in one order.
+        let mut order: Vec<usize> = fresh.keys().copied().collect();
+        order.sort_by_key(|&i| batch[i].submission_id);
+        let mut ids = Vec::with_capacity(order.len());
+        let mut st = Vec::with_capacity(order.len());
+        let mut cid = Vec::with_capacity(order.len());
+        let mut ver = Vec::with_capacity(order.len());
+        let mut code = Vec::with_capacity(order.len());
+        let mut msg = Vec::with_capacity(order.len());
+        let mut fps = Vec::with_capacity(order.len());
+        for &i in &order {
+            let r = Recorded::from_outcome(&fresh[&i]);
+            ids.push(batch[i].submission_id);
+            st.push(r.state);
+            cid.push(r.canonical_id);
+            ver.push(r.version);
+            code.push(r.error_code);
+            msg.push(r.error_message);
+            fps.push(batch[i].fingerprint.as_str());
+        }
+        let inserted = sqlx::query_scalar::<_, OffsetDateTime>(&format!(
+            "WITH ins AS (INSERT INTO {inbox} \
+             (submission_id, state, canonical_id, version, error_code, error_message, fingerprint) \
+             SELECT * FROM UNNEST($1::uuid[], $2::int2[], $3::text[], $4::int8[], $5::text[], \
+             $6::text[], $7::text[]) RETURNING recorded_at) SELECT max(recorded_at) FROM ins"
+        ))
+        .bind(&ids)
+        .bind(&st)
+        .bind(&cid)
+        .bind(&ver)
+        .bind(&code)
+        .bind(&msg)
+        .bind(&fps)
+        .fetch_one(&mut *tx)
+        .await;
+        match inserted {
+            Ok(at) => now = at,
+            Err(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some("23505")
+                    && db.constraint() == Some(&format!("{}_pkey", inbox.name().as_str())) =>
+            {
+                let _ = tx.rollback().await;
+                return Ok(None);
+            }
+            Err(e) => return Err(fail("recording outcomes")(e)),
+        }
+    }
+    tx.commit().await.map_err(fail("committing"))?;
+    assemble(batch, &work, fresh, &recorded, now).map(Some)
+}
+
+/// The claim-first path: claim ids, apply, record outcomes (used after a race).
+async fn apply_claim_first(
     pool: &PgPool,
     mappings: &HashMap<String, Mapping>,
     inbox: &TableName,
