@@ -10,6 +10,7 @@ mod codec;
 mod error;
 mod json;
 mod registry;
+mod status_avro;
 
 pub use catalog::{CommandSchema, SchemaCatalog, DATASCHEMA_PREFIX, STATUS_SCHEMA_STEM};
 pub use codec::{EncodedPayload, PayloadCodec, PayloadFormat};

@@ -608,3 +608,151 @@ async fn throughput_postgres() {
         100.0 * writ_rate / minimal_rate
     );
 }
+
+/// The PostgreSQL fast path (unversioned upserts as typed arrays) writes the
+/// same rows and answers the same outcomes as the general JSON path, for a
+/// nested path, integer columns (given as numbers and as strings), NULLs,
+/// JSON values and keys whose table text differs from the payload's (`0010`).
+#[tokio::test]
+async fn postgres_fast_upsert_matches_the_json_path() {
+    let Some(env) = Env::postgres().await else {
+        return;
+    };
+    env.exec(
+        "CREATE TABLE profiles (id bigint PRIMARY KEY, city varchar(20), n integer, \
+         note text, doc jsonb, meta json, version bigint)",
+    )
+    .await;
+    let mut c = env.config();
+    let columns: BTreeMap<String, String> = [
+        ("id", "id"),
+        ("city", "address.city"),
+        ("n", "n"),
+        ("note", "note"),
+        ("doc", "doc"),
+        ("meta", "meta"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    c.types.insert(
+        "profile.upsert.v1".into(),
+        TypeMapping {
+            table: "profiles".into(),
+            mode: WriteMode::Upsert,
+            key_columns: vec!["id".into()],
+            columns,
+            version_column: Some("version".into()),
+            canonical_id_column: None,
+        },
+    );
+    let m = SqlMaster::connect(Dialect::Postgres, &c).await.unwrap();
+    let payloads = |base: i64| {
+        vec![
+            json!({"id": base + 7, "address": {"city": "Oslo"}, "n": 42, "note": null,
+                   "doc": {"b": [1, 2], "a": {"x": true}}, "meta": {"z": 1, "a": "x"}}),
+            json!({"id": (base + 8).to_string(), "address": {"city": "Bergen"}, "n": "5",
+                   "doc": "just text", "meta": null}),
+            json!({"id": base + 9, "n": -1, "note": 3.5, "doc": null, "meta": [1, "two"]}),
+            json!({"id": format!("00{}", base + 10), "address": {"city": null}, "n": 0,
+                   "note": true, "doc": 12}),
+        ]
+    };
+    let batch = |prefix: &str, base: i64| -> Vec<Command> {
+        payloads(base)
+            .into_iter()
+            .enumerate()
+            .map(|(n, p)| cmd(&format!("{prefix}{n}"), "profile.upsert.v1", p, None))
+            .collect()
+    };
+    let canonical = |base: i64| -> Vec<Outcome> {
+        (7..=10)
+            .map(|n| applied(1, &(base + n).to_string()))
+            .collect()
+    };
+
+    // Fast path: no member carries an expected version.
+    let fast = m.apply(&batch("f", 0)).await.unwrap();
+    let got: Vec<Outcome> = fast.iter().map(|r| r.outcome.clone()).collect();
+    assert_eq!(got, canonical(0));
+
+    // JSON path: one member with an expected version takes the whole group there.
+    let mut slow = batch("s", 100);
+    slow.push(cmd(
+        "s-forced",
+        "profile.upsert.v1",
+        json!({"id": 999}),
+        Some(0),
+    ));
+    let got: Vec<Outcome> = m
+        .apply(&slow)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.outcome.clone())
+        .collect();
+    let mut want = canonical(100);
+    want.push(applied(1, "999"));
+    assert_eq!(got, want);
+
+    // Same rows, column by column (json compared as text: whitespace too).
+    assert_eq!(
+        env.count(
+            "SELECT COUNT(*) FROM profiles a JOIN profiles b ON b.id = a.id + 100 \
+             WHERE a.id < 100 AND (to_jsonb(a) - 'id') = (to_jsonb(b) - 'id') \
+             AND a.meta::text IS NOT DISTINCT FROM b.meta::text"
+        )
+        .await,
+        4
+    );
+    let (row, v) = m.read("profile.upsert.v1", "7").await.unwrap().unwrap();
+    assert_eq!(v, Some(1));
+    assert_eq!(row["address"]["city"], "Oslo");
+    assert_eq!(row["n"], 42);
+    assert_eq!(row["note"], Value::Null);
+    assert_eq!(row["doc"], json!({"a": {"x": true}, "b": [1, 2]}));
+    let (row, _) = m.read("profile.upsert.v1", "8").await.unwrap().unwrap();
+    assert_eq!(
+        (row["n"].clone(), row["doc"].clone()),
+        (json!(5), json!("just text"))
+    );
+
+    // Updates bump versions, several waves per entity in one batch.
+    let again = vec![
+        cmd("u1", "profile.upsert.v1", json!({"id": 7, "n": 1}), None),
+        cmd("u2", "profile.upsert.v1", json!({"id": 9}), None),
+        cmd("u3", "profile.upsert.v1", json!({"id": "7", "n": 2}), None),
+    ];
+    let got: Vec<Outcome> = m
+        .apply(&again)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.outcome.clone())
+        .collect();
+    assert_eq!(got, [applied(2, "7"), applied(2, "9"), applied(3, "7")]);
+    let (row, _) = m.read("profile.upsert.v1", "7").await.unwrap().unwrap();
+    assert_eq!(
+        (row["n"].clone(), row["doc"].clone()),
+        (json!(2), Value::Null)
+    );
+
+    // A value too long for varchar(20) fails like on the JSON path (no silent truncation).
+    let long = cmd(
+        "long",
+        "profile.upsert.v1",
+        json!({"id": 50, "address": {"city": "x".repeat(30)}}),
+        None,
+    );
+    let pair = [
+        long.clone(),
+        cmd("ok", "profile.upsert.v1", json!({"id": 51}), None),
+    ];
+    let r = m.apply(&pair).await;
+    assert!(matches!(r, Err(MasterError::BatchFailed { .. })), "{r:?}");
+    let single = m.apply(&[long]).await.unwrap();
+    assert!(
+        matches!(single[0].outcome, Outcome::Rejected { .. }),
+        "{single:?}"
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 
@@ -163,6 +164,20 @@ pub struct Mapping {
     pub version: Option<Ident>,
     /// The canonical id column.
     pub canonical: Ident,
+    /// PostgreSQL casts of the written columns, read once from the catalog
+    /// (only successes are cached, so a table created later is still picked up).
+    pub pg_casts: OnceLock<Vec<PgCast>>,
+}
+
+/// How the PostgreSQL fast path turns a column's bound text into its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgCast {
+    /// The column's type without its modifier (`bigint`, `character varying`);
+    /// the insert's assignment then applies the modifier, which errors on
+    /// overflow like the JSON path does instead of silently truncating.
+    pub ty: String,
+    /// A json/jsonb column (or a domain over one): values go in as JSON text.
+    pub json: bool,
 }
 
 impl Mapping {
@@ -225,6 +240,7 @@ impl Mapping {
             values,
             version,
             canonical,
+            pg_casts: OnceLock::new(),
         })
     }
 }

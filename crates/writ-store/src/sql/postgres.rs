@@ -12,7 +12,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::config::{Dialect, Mapping, SqlMasterConfig, WriteMode};
+use super::config::{Dialect, Mapping, PgCast, SqlMasterConfig, WriteMode};
 use super::error::{classify, Failure};
 use super::ident::TableName;
 use super::inbox::{self, Recorded};
@@ -360,6 +360,19 @@ async fn write_group(
     members: &[usize],
     fresh: &mut HashMap<usize, Outcome>,
 ) -> Result<(), Failure> {
+    // The common case — an upsert without expected versions — needs no
+    // pre-image and no JSON parsing in the database: typed arrays suffice.
+    if mapping.mode == WriteMode::Upsert
+        && members
+            .iter()
+            .all(|&i| batch[i].envelope.expected_version.is_none())
+    {
+        if let Some(casts) = pg_casts(conn, mapping).await? {
+            if let Some(columns) = text_columns(mapping, casts, batch, members) {
+                return write_upsert_fast(conn, mapping, casts, columns, members, fresh).await;
+            }
+        }
+    }
     let mut variant = Variant::default();
     let mut input = Vec::with_capacity(members.len());
     for &i in members {
@@ -410,6 +423,193 @@ async fn write_group(
         fresh.insert(i, outcome);
     }
     Ok(())
+}
+
+/// The casts of a mapping's written columns, read from the catalog on first
+/// use; `None` when the table, a column or a supported type can't be found
+/// (the JSON path then applies and reports any error as it always did).
+async fn pg_casts<'m>(
+    conn: &mut sqlx::PgConnection,
+    m: &'m Mapping,
+) -> Result<Option<&'m [PgCast]>, Failure> {
+    if let Some(c) = m.pg_casts.get() {
+        return Ok(Some(c));
+    }
+    // Without the modifier (see `PgCast::ty`); arrays and composites take
+    // JSON arrays/objects that `jsonb_populate_record` converts structurally,
+    // so they stay on the JSON path.
+    let rows: Vec<(String, String, bool, bool)> = sqlx::query_as(
+        "SELECT a.attname::text, format_type(a.atttypid, NULL), \
+         (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END) \
+         IN ('json'::regtype::oid, 'jsonb'::regtype::oid), \
+         t.typcategory = 'A' OR t.typtype = 'c' \
+         FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+    )
+    .bind(m.table.to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(fail("reading the master table's column types"))?;
+    let by_name: HashMap<&str, (&str, bool, bool)> = rows
+        .iter()
+        .map(|(n, ty, json, structured)| (n.as_str(), (ty.as_str(), *json, *structured)))
+        .collect();
+    let known = |c: &str| by_name.contains_key(c);
+    if !known(m.canonical.as_str()) || m.version.as_ref().is_some_and(|v| !known(v.as_str())) {
+        return Ok(None);
+    }
+    let mut casts = Vec::with_capacity(m.keys.len() + m.values.len());
+    for c in m.written() {
+        match by_name.get(c.column.as_str()) {
+            Some(&(ty, json, false)) => casts.push(PgCast {
+                ty: ty.to_owned(),
+                json,
+            }),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(m.pg_casts.get_or_init(|| casts)))
+}
+
+/// The group's values as one text array per written column, or `None` when a
+/// nested object/array is headed for a non-JSON column (`jsonb_populate_record`
+/// would convert it structurally, so such groups stay on the JSON path).
+fn text_columns(
+    m: &Mapping,
+    casts: &[PgCast],
+    batch: &[Command],
+    members: &[usize],
+) -> Option<Vec<Vec<Option<String>>>> {
+    let mut columns: Vec<Vec<Option<String>>> = casts
+        .iter()
+        .map(|_| Vec::with_capacity(members.len()))
+        .collect();
+    for &i in members {
+        let payload = &batch[i].payload;
+        for ((c, cast), out) in m.written().zip(casts).zip(&mut columns) {
+            // The text `jsonb_populate_record` hands the type's input function.
+            let text = match c.path.get(payload) {
+                None | Some(Value::Null) => None,
+                Some(v) if cast.json => Some(v.to_string()),
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => Some(v.to_string()),
+                Some(Value::Array(_) | Value::Object(_)) => return None,
+            };
+            out.push(text);
+        }
+    }
+    Some(columns)
+}
+
+/// Runs [`upsert_sql`] for an unversioned upsert group; every member is applied.
+async fn write_upsert_fast(
+    conn: &mut sqlx::PgConnection,
+    mapping: &Mapping,
+    casts: &[PgCast],
+    columns: Vec<Vec<Option<String>>>,
+    members: &[usize],
+    fresh: &mut HashMap<usize, Outcome>,
+) -> Result<(), Failure> {
+    let idx: Vec<i32> = members
+        .iter()
+        .map(|&i| i32::try_from(i).unwrap_or(i32::MAX))
+        .collect();
+    let sql = upsert_sql(mapping, casts);
+    let mut q = sqlx::query(&sql).bind(idx);
+    for col in columns {
+        q = q.bind(col);
+    }
+    let rows = q
+        .fetch_all(conn)
+        .await
+        .map_err(fail("writing the master table"))?;
+    for row in rows {
+        let get = || -> Result<(i32, Option<i64>, Option<String>), sqlx::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+        };
+        let (idx, ver, cid) = get().map_err(fail("reading write results"))?;
+        let Ok(i) = usize::try_from(idx) else {
+            continue;
+        };
+        // Exactly what the JSON path reports for an unversioned upsert.
+        let outcome = plan::decide(
+            mapping.mode,
+            None,
+            WriteResult {
+                written: Some((ver, cid)),
+                existed: false,
+                current: None,
+            },
+        );
+        fresh.insert(i, outcome);
+    }
+    Ok(())
+}
+
+/// The fast upsert: `$1` holds the batch indexes (`int4[]`), then one `text[]`
+/// per written column, cast to the column's type. The wave planner puts each
+/// entity in a group at most once, so joining the written rows back on the
+/// (typed) key pairs every row with its command — typed, because the table's
+/// text form of a key may differ from the payload's (`007` vs `7`).
+/// Returns, per command: index, new version, canonical id.
+pub(super) fn upsert_sql(m: &Mapping, casts: &[PgCast]) -> String {
+    let t = &m.table;
+    let cols: Vec<String> = m.written().map(|c| c.column.to_string()).collect();
+    let keys: Vec<String> = m.keys.iter().map(|c| c.column.to_string()).collect();
+    let cast = |n: usize| {
+        let c = &casts[n];
+        if c.json {
+            // Via jsonb: a json column then gets jsonb's normalized text, as
+            // `jsonb_populate_record` gives it.
+            format!("u.\"writ$c{n}\"::jsonb::{}", c.ty)
+        } else {
+            format!("u.\"writ$c{n}\"::{}", c.ty)
+        }
+    };
+    let arrays: String = (0..cols.len())
+        .map(|n| format!(", ${}::text[]", n + 2))
+        .collect();
+    let aliases: String = (0..cols.len())
+        .map(|n| format!(", \"writ$c{n}\""))
+        .collect();
+    let mut ins_cols = cols.join(", ");
+    let mut ins_vals = (0..cols.len()).map(cast).collect::<Vec<_>>().join(", ");
+    let mut sets: Vec<String> = cols[keys.len()..]
+        .iter()
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let ver = match &m.version {
+        Some(v) => {
+            let _ = write!(ins_cols, ", {v}");
+            ins_vals.push_str(", 1");
+            sets.push(format!("{v} = COALESCE(t.{v}, 0) + 1"));
+            format!("t.{v}::int8")
+        }
+        None => "NULL::int8".to_owned(),
+    };
+    if sets.is_empty() {
+        // Nothing to change: a no-op assignment still returns the row.
+        sets.push(format!("{0} = t.{0}", keys[0]));
+    }
+    let ret_keys: String = keys
+        .iter()
+        .enumerate()
+        .map(|(n, k)| format!("t.{k} AS \"writ$k{n}\", "))
+        .collect();
+    let key_match = (0..keys.len())
+        .map(|n| format!("w.\"writ$k{n}\" = {}", cast(n)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "WITH u AS (SELECT * FROM UNNEST($1::int4[]{arrays}) AS u(\"writ$idx\"{aliases})), \
+         w AS (INSERT INTO {t} AS t ({ins_cols}) SELECT {ins_vals} FROM u \
+         ON CONFLICT ({}) DO UPDATE SET {} \
+         RETURNING {ret_keys}{ver} AS \"writ$ver\", t.{}::text AS \"writ$cid\") \
+         SELECT u.\"writ$idx\", w.\"writ$ver\", w.\"writ$cid\" FROM u JOIN w ON {key_match}",
+        keys.join(", "),
+        sets.join(", "),
+        m.canonical
+    )
 }
 
 /// The set-based write for one group: `$1` is a JSON array of
@@ -702,5 +902,55 @@ pub async fn expire(
         if n < EXPIRE_CHUNK as u64 {
             return Ok(total);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::config::{compile, TypeMapping};
+
+    #[test]
+    fn fast_upsert_binds_text_arrays_and_casts_each_column() {
+        let mut c = SqlMasterConfig::new("postgres://h/db");
+        c.types.insert(
+            "p.v1".into(),
+            TypeMapping {
+                table: "crm.p".into(),
+                mode: WriteMode::Upsert,
+                key_columns: vec!["id".into()],
+                columns: [("doc", "doc"), ("id", "id")]
+                    .into_iter()
+                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                    .collect(),
+                version_column: Some("version".into()),
+                canonical_id_column: None,
+            },
+        );
+        let m = &compile(&c).unwrap()["p.v1"];
+        let casts = [
+            PgCast {
+                ty: "bigint".into(),
+                json: false,
+            },
+            PgCast {
+                ty: "json".into(),
+                json: true,
+            },
+        ];
+        let sql = upsert_sql(m, &casts);
+        assert!(
+            sql.contains("UNNEST($1::int4[], $2::text[], $3::text[])"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("SELECT u.\"writ$c0\"::bigint, u.\"writ$c1\"::jsonb::json, 1 FROM u"),
+            "{sql}"
+        );
+        assert!(sql.contains("DO UPDATE SET \"doc\" = EXCLUDED.\"doc\", \"version\" = COALESCE(t.\"version\", 0) + 1"), "{sql}");
+        assert!(
+            sql.contains("JOIN w ON w.\"writ$k0\" = u.\"writ$c0\"::bigint"),
+            "{sql}"
+        );
     }
 }
