@@ -339,8 +339,14 @@ mod tests {
     #[test]
     fn shipped_deployment_configs_are_valid() {
         for (name, toml) in [
-            ("worker-interactive", include_str!("../../../deploy/config/worker-interactive.toml")),
-            ("worker-bulk", include_str!("../../../deploy/config/worker-bulk.toml")),
+            (
+                "worker-interactive",
+                include_str!("../../../deploy/config/worker-interactive.toml"),
+            ),
+            (
+                "worker-bulk",
+                include_str!("../../../deploy/config/worker-bulk.toml"),
+            ),
         ] {
             let c = WorkerConfig::from_toml(toml).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(c.domain, "customers", "{name}");
