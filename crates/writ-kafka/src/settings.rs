@@ -139,7 +139,10 @@ impl KafkaSettings {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.partition.eof", "false")
-            .set("isolation.level", "read_committed");
+            .set("isolation.level", "read_committed")
+            // librdkafka prefetches up to 64 MiB per consumer by default; a
+            // batch worker needs a few batches ahead, not that much memory.
+            .set("queued.max.messages.kbytes", "16384");
         merge(&mut c, self.base_config("consumer")?);
         Ok(c)
     }

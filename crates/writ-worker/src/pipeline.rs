@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 use time::OffsetDateTime;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, debug_span, info, info_span, warn, Instrument};
 use writ_codec::{CodecError, PayloadCodec};
 use writ_core::dlq::{dlq_headers, DlqFailure, DlqReason};
 use writ_core::fingerprint::raw_fingerprint;
@@ -128,16 +128,34 @@ impl Pipeline {
     /// letters. The master effects are durable when this returns; the
     /// records still have to be delivered before the offsets may be stored.
     pub async fn prepare(&self, records: &[ConsumedRecord]) -> Result<Prepared, PipelineError> {
+        let decoded = self.decode_batch(records).await?;
+        self.apply_and_emit(records, decoded).await
+    }
+
+    /// Decodes a batch (the run loop does this for batch N+1 while N applies).
+    pub async fn decode_batch(
+        &self,
+        records: &[ConsumedRecord],
+    ) -> Result<Vec<Decoded>, PipelineError> {
+        self.metrics.consumed(records.len() as u64);
+        let t = Instant::now();
+        let decoded = self.decode_all(records).await?;
+        self.metrics.stage("decode", t.elapsed());
+        Ok(decoded)
+    }
+
+    /// Applies a decoded batch and builds its status events and dead letters.
+    pub async fn apply_and_emit(
+        &self,
+        records: &[ConsumedRecord],
+        decoded: Vec<Decoded>,
+    ) -> Result<Prepared, PipelineError> {
         let span = info_span!(
             "batch",
             records = records.len(),
             topic = records.first().map(|r| r.topic.as_str()).unwrap_or("")
         );
         async move {
-            self.metrics.consumed(records.len() as u64);
-            let t = Instant::now();
-            let decoded = self.decode_all(records).await?;
-            self.metrics.stage("decode", t.elapsed());
             let mut resolutions: Vec<Option<Resolution>> =
                 (0..records.len()).map(|_| None).collect();
             let mut chunk = Chunk {
@@ -420,8 +438,13 @@ impl Pipeline {
                 {
                     self.metrics.stale(1);
                 }
-                let span = info_span!("command", submission_id = %command.submission_id, command_type = %command.envelope.command_type, traceparent = command.envelope.traceparent.as_deref().unwrap_or(""));
+                // Per-command spans are debug-level: at 20k commands/s an
+                // info span per command costs more than the status encoding.
+                let span = debug_span!("command", submission_id = %command.submission_id, command_type = %command.envelope.command_type, traceparent = command.envelope.traceparent.as_deref().unwrap_or(""));
                 span.in_scope(|| debug!(state = %state, duplicate = result.duplicate, "answered"));
+                if state != SubmissionState::Applied && !result.duplicate {
+                    info!(submission_id = %command.submission_id, command_type = %command.envelope.command_type, state = %state, "command not applied");
+                }
                 if state == SubmissionState::Rejected
                     && self.dead_letter_rejections
                     && !result.duplicate
@@ -479,6 +502,15 @@ impl Pipeline {
                 outgoing.push(self.status_record(&event).await?);
             }
             Resolution::Dead(dl) => {
+                warn!(
+                    reason = dl.reason.as_str(),
+                    code = %dl.code,
+                    submission_id = %dl.envelope.as_ref().map(|e| e.submission_id().to_string()).unwrap_or_default(),
+                    topic = %record.topic,
+                    partition = record.partition,
+                    offset = record.offset,
+                    "record dead-lettered"
+                );
                 report.dead_lettered += 1;
                 self.metrics.dead_lettered(dl.reason, 1);
                 outgoing.push(self.dead_letter(

@@ -17,6 +17,7 @@ use writ_core::TopicLayout;
 use writ_kafka::{BatchConsumer, RecordProducer};
 
 use crate::config::{Profile, WorkerConfig};
+use crate::decode::Decoded;
 use crate::metrics::{install_recorder, WorkerMetrics};
 use crate::pipeline::{Pipeline, Prepared};
 use crate::rate::AdaptiveRateLimiter;
@@ -197,9 +198,36 @@ impl Worker {
                 Ok::<(), anyhow::Error>(())
             })
         };
+        // Gathering and decoding run one batch ahead of the apply, on their own task.
+        let (decoded_tx, mut decoded_rx) =
+            tokio::sync::mpsc::channel::<(Vec<writ_kafka::ConsumedRecord>, Vec<Decoded>)>(1);
+        let gather_stop = shutdown.child_token();
+        let mut gather = {
+            let pipeline = pipeline.clone();
+            let consumer = consumer.clone();
+            let stop = gather_stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    let batch = tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => break,
+                        batch = consumer.next_batch(limits) => batch?,
+                    };
+                    let decoded = tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => break,
+                        decoded = pipeline.decode_batch(&batch) => decoded?,
+                    };
+                    if decoded_tx.send((batch, decoded)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok::<(), anyhow::Error>(())
+            })
+        };
         let result: anyhow::Result<()> = async {
             loop {
-                let batch = tokio::select! {
+                let (batch, decoded) = tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,
                     side_done = side.join_next() => {
@@ -209,12 +237,16 @@ impl Worker {
                             Some(Err(e)) => anyhow::bail!("a worker side task panicked: {e}"),
                         }
                     }
-                    batch = consumer.next_batch(limits) => batch?,
+                    item = decoded_rx.recv() => match item {
+                        Some(item) => item,
+                        // The gather task stopped; its error is collected below.
+                        None => break,
+                    },
                 };
                 // Finish the batch even when shutdown arrives meanwhile, but
                 // only for `drain`: an abandoned batch is simply replayed later.
                 let prepared = tokio::select! {
-                    prepared = pipeline.prepare(&batch) => prepared?,
+                    prepared = pipeline.apply_and_emit(&batch, decoded) => prepared?,
                     _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
                         warn!(records = batch.len(), "drain timeout: abandoning the in-flight batch; it will be replayed");
                         break;
@@ -228,6 +260,17 @@ impl Worker {
             Ok(())
         }
         .await;
+        drop(decoded_rx);
+        gather_stop.cancel();
+        let gathered = match tokio::time::timeout(drain, &mut gather).await {
+            Ok(Ok(r)) => r.context("consuming and decoding"),
+            Ok(Err(e)) => Err(anyhow::anyhow!("gather task panicked: {e}")),
+            Err(_) => {
+                gather.abort();
+                Ok(())
+            }
+        };
+        let result = result.and(gathered);
         drop(deliver_tx);
         let delivered = match tokio::time::timeout(drain, &mut delivery).await {
             Ok(Ok(r)) => r,
