@@ -346,6 +346,11 @@ version_column = "version"
         .arg("--config")
         .arg(&file)
         .env("RUST_LOG", "warn")
+        .envs(
+            std::env::var("WRIT_BENCH_MALLOC_ARENA_MAX")
+                .ok()
+                .map(|v| ("MALLOC_ARENA_MAX", v)),
+        )
         .stdin(Stdio::null())
         .spawn()
         .unwrap();

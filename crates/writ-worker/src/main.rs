@@ -21,8 +21,28 @@ struct Args {
     check: bool,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime")
+        .block_on(run())
+}
+
+/// glibc gives every thread that allocates its own arena (up to 8 per core);
+/// with librdkafka's and tokio's threads that is mostly fragmentation. Two
+/// arenas measured ~30% lower peak RSS at the same throughput. Must run
+/// before any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+async fn run() -> ExitCode {
     let args = Args::parse();
     let config = match WorkerConfig::load(args.config.as_deref()) {
         Ok(c) => c,
