@@ -6,7 +6,7 @@
 //! (`$.lines[2].quantity`).
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use apache_avro::schema::{Name, NamespaceRef, RecordSchema, Schema, UnionSchema, UuidSchema};
 use apache_avro::types::Value;
@@ -73,7 +73,7 @@ impl std::error::Error for ValidationErrors {}
 /// enum symbols and out-of-range numbers are all errors, every one reported.
 pub fn json_to_avro(schema: &Schema, json: &Json) -> Result<Value, ValidationErrors> {
     let mut walker = Walker::new(schema, false);
-    let value = walker.convert(schema, None, json, "$");
+    let value = walker.convert(schema, None, json);
     match value {
         Some(v) if walker.errors.is_empty() => Ok(v),
         _ => Err(walker.into_errors()),
@@ -83,7 +83,7 @@ pub fn json_to_avro(schema: &Schema, json: &Json) -> Result<Value, ValidationErr
 /// Checks the fields that are present, ignoring missing required ones (drafts).
 pub fn validate_partial(schema: &Schema, json: &Json) -> Result<(), ValidationErrors> {
     let mut walker = Walker::new(schema, true);
-    walker.convert(schema, None, json, "$");
+    walker.convert(schema, None, json);
     if walker.errors.is_empty() {
         Ok(())
     } else {
@@ -184,12 +184,7 @@ fn schema_kind(schema: &Schema) -> String {
         Schema::String => "string".into(),
         Schema::Array(_) => "array".into(),
         Schema::Map(_) => "map".into(),
-        Schema::Union(u) => u
-            .variants()
-            .iter()
-            .map(schema_kind)
-            .collect::<Vec<_>>()
-            .join(" or "),
+        Schema::Union(u) => union_kind(u),
         Schema::Record(r) => format!("object ({})", r.name.name()),
         Schema::Enum(e) => format!("one of {}", e.symbols.join(", ")),
         Schema::Fixed(f) => format!("string of {} bytes", f.size),
@@ -208,23 +203,52 @@ fn schema_kind(schema: &Schema) -> String {
     }
 }
 
+/// One step of a JSON path: an object key or an array index.
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The message name of a union: its branches' names joined by "or".
+fn union_kind(u: &UnionSchema) -> String {
+    u.variants()
+        .iter()
+        .map(schema_kind)
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
 /// Walks a JSON document along a schema, collecting errors.
-struct Walker<'s> {
-    /// Named types, to follow `Schema::Ref`s.
-    names: HashMap<Name, &'s Schema>,
+///
+/// The current JSON path is kept as a stack of segments and only formatted
+/// (`$.a.b[2]`) when an error is recorded.
+struct Walker<'a> {
+    /// The schema being walked, to index named types on first need.
+    root: &'a Schema,
+    /// Named types, to follow `Schema::Ref`s; built lazily, once per call.
+    names: Option<HashMap<Name, &'a Schema>>,
     /// Drafts: missing required fields are not errors.
     partial: bool,
     errors: Vec<FieldError>,
+    /// Segments of the current path below `$`.
+    path: Vec<Seg<'a>>,
+    /// Nesting of union branch trials; inside one, errors are only counted.
+    trial_depth: u32,
+    /// Errors seen inside trials (ever increasing; compared before/after).
+    trial_errors: usize,
 }
 
-impl<'s> Walker<'s> {
-    fn new(root: &'s Schema, partial: bool) -> Self {
-        let mut names = HashMap::new();
-        collect_names(root, None, &mut names);
+impl<'a> Walker<'a> {
+    fn new(root: &'a Schema, partial: bool) -> Self {
         Self {
-            names,
+            root,
+            names: None,
             partial,
             errors: Vec::new(),
+            path: Vec::with_capacity(8),
+            trial_depth: 0,
+            trial_errors: 0,
         }
     }
 
@@ -234,56 +258,102 @@ impl<'s> Walker<'s> {
         }
     }
 
-    fn error(&mut self, path: &str, message: impl Into<String>) -> Option<Value> {
-        self.errors.push(FieldError {
-            path: path.to_string(),
-            message: message.into(),
-        });
+    /// The current path, e.g. `$.lines[2].quantity`.
+    fn format_path(&self) -> String {
+        let mut out = String::from("$");
+        for seg in &self.path {
+            match *seg {
+                Seg::Key(key) => {
+                    let plain = !key.is_empty()
+                        && key
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    if plain {
+                        out.push('.');
+                        out.push_str(key);
+                    } else {
+                        let _ = write!(out, "[{}]", Json::String(key.to_string()));
+                    }
+                }
+                Seg::Index(i) => {
+                    let _ = write!(out, "[{i}]");
+                }
+            }
+        }
+        out
+    }
+
+    /// Records a problem at the current path; the message is built only if kept.
+    fn error_with(&mut self, message: impl FnOnce() -> String) -> Option<Value> {
+        if self.trial_depth > 0 {
+            self.trial_errors += 1;
+        } else {
+            let path = self.format_path();
+            self.errors.push(FieldError {
+                path,
+                message: message(),
+            });
+        }
         None
     }
 
-    fn type_error(&mut self, path: &str, schema: &Schema, json: &Json) -> Option<Value> {
-        let msg = format!("expected {}, got {}", schema_kind(schema), json_kind(json));
-        self.error(path, msg)
+    fn error(&mut self, message: &str) -> Option<Value> {
+        self.error_with(|| message.to_string())
     }
 
-    /// Converts `json` at `path`; `None` means an error was recorded.
+    fn type_error(&mut self, schema: &Schema, json: &Json) -> Option<Value> {
+        self.error_with(|| format!("expected {}, got {}", schema_kind(schema), json_kind(json)))
+    }
+
+    /// Converts `json` under `seg` of the current path.
+    fn convert_at(
+        &mut self,
+        seg: Seg<'a>,
+        schema: &'a Schema,
+        ns: NamespaceRef<'a>,
+        json: &'a Json,
+    ) -> Option<Value> {
+        self.path.push(seg);
+        let value = self.convert(schema, ns, json);
+        self.path.pop();
+        value
+    }
+
+    /// Converts `json` at the current path; `None` means an error was recorded.
     fn convert(
         &mut self,
-        schema: &'s Schema,
-        ns: NamespaceRef<'s>,
-        json: &Json,
-        path: &str,
+        schema: &'a Schema,
+        ns: NamespaceRef<'a>,
+        json: &'a Json,
     ) -> Option<Value> {
         match (schema, json) {
             (Schema::Null, Json::Null) => Some(Value::Null),
             (Schema::Boolean, Json::Bool(b)) => Some(Value::Boolean(*b)),
             (Schema::Int, Json::Number(n)) => match n.as_i64().map(i32::try_from) {
                 Some(Ok(i)) => Some(Value::Int(i)),
-                Some(Err(_)) => self.error(path, "number out of range for int"),
-                None => self.error(path, "expected int, got a non-integer number"),
+                Some(Err(_)) => self.error("number out of range for int"),
+                None => self.error("expected int, got a non-integer number"),
             },
             (Schema::Long, Json::Number(n)) => match n.as_i64() {
                 Some(l) => Some(Value::Long(l)),
-                None if n.is_u64() => self.error(path, "number out of range for long"),
-                None => self.error(path, "expected long, got a non-integer number"),
+                None if n.is_u64() => self.error("number out of range for long"),
+                None => self.error("expected long, got a non-integer number"),
             },
             (Schema::Float, Json::Number(n)) => n.as_f64().map(|f| Value::Float(f as f32)),
             (Schema::Double, Json::Number(n)) => n.as_f64().map(Value::Double),
             (Schema::String, Json::String(s)) => Some(Value::String(s.clone())),
             (Schema::Bytes, Json::String(s)) => string_to_bytes(s)
                 .map(Value::Bytes)
-                .or_else(|| self.error(path, "bytes must be a string of chars U+0000..U+00FF")),
+                .or_else(|| self.error("bytes must be a string of chars U+0000..U+00FF")),
             (Schema::Fixed(f), Json::String(s)) => match string_to_bytes(s) {
                 Some(b) if b.len() == f.size => Some(Value::Fixed(f.size, b)),
-                _ => self.error(path, format!("expected a string of {} bytes", f.size)),
+                _ => self.error_with(|| format!("expected a string of {} bytes", f.size)),
             },
             (Schema::Enum(e), Json::String(s)) => match e.symbols.iter().position(|x| x == s) {
                 Some(i) => Some(Value::Enum(i as u32, s.clone())),
-                None => self.error(
-                    path,
-                    format!("{json} is not one of {}", e.symbols.join(", ")),
-                ),
+                None => {
+                    self.error_with(|| format!("{json} is not one of {}", e.symbols.join(", ")))
+                }
             },
             (Schema::Uuid(kind), Json::String(s)) => match apache_avro::Uuid::parse_str(s) {
                 Ok(u) => match kind {
@@ -291,11 +361,11 @@ impl<'s> Walker<'s> {
                         Some(Value::Uuid(u))
                     }
                 },
-                Err(_) => self.error(path, "expected a UUID string"),
+                Err(_) => self.error("expected a UUID string"),
             },
             (Schema::Date, Json::Number(n)) => match n.as_i64().map(i32::try_from) {
                 Some(Ok(d)) => Some(Value::Date(d)),
-                _ => self.error(path, "expected days since the epoch as an int"),
+                _ => self.error("expected days since the epoch as an int"),
             },
             (Schema::Date, Json::String(s)) => {
                 let fmt = time::macros::format_description!("[year]-[month]-[day]");
@@ -305,16 +375,16 @@ impl<'s> Walker<'s> {
                             .expect("1970-01-01 is a valid date"))
                         .whole_days() as i32,
                     )),
-                    Err(_) => self.error(path, "expected a date YYYY-MM-DD"),
+                    Err(_) => self.error("expected a date YYYY-MM-DD"),
                 }
             }
             (Schema::TimeMillis, Json::Number(n)) => match n.as_i64().map(i32::try_from) {
                 Some(Ok(t)) => Some(Value::TimeMillis(t)),
-                _ => self.error(path, "expected milliseconds after midnight as an int"),
+                _ => self.error("expected milliseconds after midnight as an int"),
             },
             (Schema::TimeMicros, Json::Number(n)) => match n.as_i64() {
                 Some(t) => Some(Value::TimeMicros(t)),
-                None => self.error(path, "expected microseconds after midnight as a long"),
+                None => self.error("expected microseconds after midnight as a long"),
             },
             (
                 Schema::TimestampMillis
@@ -324,13 +394,14 @@ impl<'s> Walker<'s> {
                 | Schema::LocalTimestampMicros
                 | Schema::LocalTimestampNanos,
                 Json::Number(_) | Json::String(_),
-            ) => self.timestamp(schema, json, path),
+            ) => self.timestamp(schema, json),
             (Schema::Array(a), Json::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
                 let mut ok = true;
                 for (i, item) in items.iter().enumerate() {
-                    match self.convert(&a.items, ns, item, &format!("{path}[{i}]")) {
-                        Some(v) => out.push(v),
+                    match self.convert_at(Seg::Index(i), &a.items, ns, item) {
+                        Some(v) if ok => out.push(v),
+                        Some(_) => {}
                         None => ok = false,
                     }
                 }
@@ -340,33 +411,41 @@ impl<'s> Walker<'s> {
                 let mut out = HashMap::with_capacity(obj.len());
                 let mut ok = true;
                 for (k, v) in obj {
-                    match self.convert(&m.types, ns, v, &field_path(path, k)) {
-                        Some(v) => {
+                    match self.convert_at(Seg::Key(k), &m.types, ns, v) {
+                        Some(v) if ok => {
                             out.insert(k.clone(), v);
                         }
+                        Some(_) => {}
                         None => ok = false,
                     }
                 }
                 ok.then_some(Value::Map(out))
             }
-            (Schema::Record(r), Json::Object(obj)) => self.record(r, ns, obj, path),
-            (Schema::Union(u), _) => self.union(u, ns, json, path),
+            (Schema::Record(r), Json::Object(obj)) => self.record(r, ns, obj),
+            (Schema::Union(u), _) => self.union(u, ns, json),
             (Schema::Ref { name }, _) => {
-                let full = name.fully_qualified_name(ns).into_owned();
-                match self.names.get(&full).copied() {
-                    Some(target) => self.convert(target, ns, json, path),
-                    None => self.error(path, format!("schema refers to unknown type {full}")),
+                let full = name.fully_qualified_name(ns);
+                let root = self.root;
+                let names = self.names.get_or_insert_with(|| {
+                    let mut names = HashMap::new();
+                    collect_names(root, None, &mut names);
+                    names
+                });
+                match names.get(full.as_ref()).copied() {
+                    Some(target) => self.convert(target, ns, json),
+                    None => self.error_with(|| format!("schema refers to unknown type {full}")),
                 }
             }
-            (Schema::Decimal(_) | Schema::BigDecimal | Schema::Duration(_), _) => self.error(
-                path,
-                format!("{} is not supported in JSON payloads", schema_kind(schema)),
-            ),
-            _ => self.type_error(path, schema, json),
+            (Schema::Decimal(_) | Schema::BigDecimal | Schema::Duration(_), _) => {
+                self.error_with(|| {
+                    format!("{} is not supported in JSON payloads", schema_kind(schema))
+                })
+            }
+            _ => self.type_error(schema, json),
         }
     }
 
-    fn timestamp(&mut self, schema: &Schema, json: &Json, path: &str) -> Option<Value> {
+    fn timestamp(&mut self, schema: &Schema, json: &Json) -> Option<Value> {
         // Scale from nanoseconds to the schema's unit.
         let per_unit: i128 = match schema {
             Schema::TimestampMillis | Schema::LocalTimestampMillis => 1_000_000,
@@ -376,16 +455,16 @@ impl<'s> Walker<'s> {
         let raw = match json {
             Json::Number(n) => match n.as_i64() {
                 Some(v) => v,
-                None => return self.error(path, "expected an integer timestamp"),
+                None => return self.error("expected an integer timestamp"),
             },
             Json::String(s) => match OffsetDateTime::parse(s, &Rfc3339) {
                 Ok(t) => match i64::try_from(t.unix_timestamp_nanos() / per_unit) {
                     Ok(v) => v,
-                    Err(_) => return self.error(path, "timestamp out of range"),
+                    Err(_) => return self.error("timestamp out of range"),
                 },
-                Err(_) => return self.error(path, "expected an RFC 3339 timestamp"),
+                Err(_) => return self.error("expected an RFC 3339 timestamp"),
             },
-            _ => return self.type_error(path, schema, json),
+            _ => return self.type_error(schema, json),
         };
         Some(match schema {
             Schema::TimestampMillis => Value::TimestampMillis(raw),
@@ -399,91 +478,94 @@ impl<'s> Walker<'s> {
 
     fn record(
         &mut self,
-        r: &'s RecordSchema,
-        ns: NamespaceRef<'s>,
-        obj: &Map<String, Json>,
-        path: &str,
+        r: &'a RecordSchema,
+        ns: NamespaceRef<'a>,
+        obj: &'a Map<String, Json>,
     ) -> Option<Value> {
         let ns = r.name.namespace().or(ns);
         let mut out = Vec::with_capacity(r.fields.len());
         let mut ok = true;
+        // Keys of `obj` that name a field; if all do, none is unknown.
+        let mut present = 0usize;
         for field in &r.fields {
-            let fpath = field_path(path, &field.name);
+            let seg = Seg::Key(&field.name);
             let value = match (obj.get(&field.name), &field.default) {
-                (Some(v), _) => self.convert(&field.schema, ns, v, &fpath),
+                (Some(v), _) => {
+                    present += 1;
+                    self.convert_at(seg, &field.schema, ns, v)
+                }
                 // A default is plain JSON for the field's type (for a union, its
                 // first branch), so it converts like a value would.
-                (None, Some(default)) => self.convert(&field.schema, ns, default, &fpath),
+                (None, Some(default)) => self.convert_at(seg, &field.schema, ns, default),
                 (None, None) if self.partial => {
                     ok = false;
                     continue;
                 }
-                (None, None) => self.error(&fpath, "missing required field"),
+                (None, None) => {
+                    self.path.push(seg);
+                    self.error("missing required field");
+                    self.path.pop();
+                    None
+                }
             };
             match value {
-                Some(v) => out.push((field.name.clone(), v)),
+                Some(v) if ok => out.push((field.name.clone(), v)),
+                Some(_) => {}
                 None => ok = false,
             }
         }
-        for key in obj.keys() {
-            if !r.lookup.contains_key(key) {
-                ok = false;
-                self.error(&field_path(path, key), "unknown field");
+        if present != obj.len() {
+            for key in obj.keys() {
+                if !r.lookup.contains_key(key) {
+                    ok = false;
+                    self.path.push(Seg::Key(key));
+                    self.error("unknown field");
+                    self.path.pop();
+                }
             }
         }
         ok.then_some(Value::Record(out))
     }
 
-    fn union(
-        &mut self,
-        u: &'s UnionSchema,
-        ns: NamespaceRef<'s>,
-        json: &Json,
-        path: &str,
-    ) -> Option<Value> {
+    fn union(&mut self, u: &'a UnionSchema, ns: NamespaceRef<'a>, json: &'a Json) -> Option<Value> {
         let variants = u.variants();
         if json.is_null() {
             return match variants.iter().position(|s| matches!(s, Schema::Null)) {
                 Some(i) => Some(Value::Union(i as u32, Box::new(Value::Null))),
-                None => self.type_error(path, &Schema::Union(u.clone()), json),
+                None => self
+                    .error_with(|| format!("expected {}, got {}", union_kind(u), json_kind(json))),
             };
         }
-        let non_null: Vec<usize> = (0..variants.len())
-            .filter(|i| !matches!(variants[*i], Schema::Null))
-            .collect();
+        let mut non_null = variants
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !matches!(s, Schema::Null));
         // ["null", T] is an optional T: report T's own errors, which name the
         // nested field that is wrong instead of "no branch matched".
-        if let [only] = non_null[..] {
+        if let (Some((only, s)), None) = (non_null.next(), non_null.next()) {
             return self
-                .convert(&variants[only], ns, json, path)
+                .convert(s, ns, json)
                 .map(|v| Value::Union(only as u32, Box::new(v)));
         }
-        for i in non_null {
-            let mut trial = Walker {
-                names: self.names.clone(),
-                partial: self.partial,
-                errors: Vec::new(),
-            };
-            if let Some(v) = trial.convert(&variants[i], ns, json, path) {
-                if trial.errors.is_empty() {
+        for (i, s) in variants.iter().enumerate() {
+            if matches!(s, Schema::Null) {
+                continue;
+            }
+            // A trial: its errors are only counted, never kept.
+            let before = self.trial_errors;
+            self.trial_depth += 1;
+            let value = self.convert(s, ns, json);
+            self.trial_depth -= 1;
+            if let Some(v) = value {
+                if self.trial_errors == before {
                     return Some(Value::Union(i as u32, Box::new(v)));
                 }
             }
+            // A branch that did not match leaves no errors behind, even for an
+            // enclosing trial.
+            self.trial_errors = before;
         }
-        self.type_error(path, &Schema::Union(u.clone()), json)
-    }
-}
-
-/// `$.a` + `b` -> `$.a.b`; keys that are not identifiers are quoted.
-fn field_path(parent: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if plain {
-        format!("{parent}.{key}")
-    } else {
-        format!("{parent}[{}]", Json::String(key.to_string()))
+        self.error_with(|| format!("expected {}, got {}", union_kind(u), json_kind(json)))
     }
 }
 
@@ -661,6 +743,33 @@ mod tests {
             e.to_string(),
             "$.v: expected null or long or string, got boolean"
         );
+    }
+
+    #[test]
+    fn nested_general_unions_and_named_refs() {
+        let s = Schema::parse_str(
+            r#"{"type":"record","name":"U","namespace":"t","fields":[
+                {"name":"v","type":["null","long",{"type":"record","name":"R","fields":[
+                    {"name":"w","type":["long","string"]}]}]},
+                {"name":"again","type":["null","R"],"default":null}]}"#,
+        )
+        .unwrap();
+        // The inner union's failed "long" branch must not spoil the outer "R".
+        let v = json_to_avro(&s, &json!({"v": {"w": "x"}, "again": {"w": 3}})).unwrap();
+        assert_eq!(
+            avro_to_json(&v),
+            json!({"v": {"w": "x"}, "again": {"w": 3}})
+        );
+        let Value::Record(fields) = &v else { panic!() };
+        assert!(matches!(fields[0].1, Value::Union(2, _)));
+        let e = json_to_avro(&s, &json!({"v": {"w": true}, "again": {"w": true}})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "$.v: expected null or long or object (R), got object; \
+             $.again.w: expected long or string, got boolean"
+        );
+        let e = validate_partial(&s, &json!({"again": {"x": 1}})).unwrap_err();
+        assert_eq!(e.to_string(), "$.again.x: unknown field");
     }
 
     #[test]
