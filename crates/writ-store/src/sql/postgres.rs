@@ -93,65 +93,33 @@ async fn apply_write_first(
         .collect();
     let recorded = read_recorded(&mut tx, inbox, &ids).await?;
 
-    let mut fresh: HashMap<usize, Outcome> = HashMap::with_capacity(work.unique.len());
-    let mut entities: Vec<(usize, String)> = Vec::with_capacity(work.unique.len());
-    for &i in &work.unique {
-        let cmd = &batch[i];
-        if recorded.contains_key(&cmd.submission_id) {
-            continue;
-        }
-        match prepare(&mappings[&cmd.envelope.command_type], cmd) {
-            Ok(entity) => entities.push((i, entity)),
-            Err(outcome) => {
-                fresh.insert(i, outcome);
-            }
-        }
-    }
-    entities.sort_by_key(|(i, _)| *i);
-    let groups = plan::plan_waves(
-        entities
-            .iter()
-            .map(|(i, e)| (*i, e.as_str(), batch[*i].envelope.command_type.as_str())),
-    );
-    for g in &groups {
-        let mapping = &mappings[&g.command_type];
-        write_group(&mut tx, mapping, batch, &g.members, &mut fresh).await?;
-    }
+    let fresh = write_new(&mut tx, mappings, batch, &work, |id| {
+        !recorded.contains_key(id)
+    })
+    .await?;
 
     let mut now = OffsetDateTime::now_utc();
     if !fresh.is_empty() {
         // Sorted ids: concurrent inserts of overlapping sets lock in one order.
         let mut order: Vec<usize> = fresh.keys().copied().collect();
         order.sort_by_key(|&i| batch[i].submission_id);
-        let mut ids = Vec::with_capacity(order.len());
-        let mut st = Vec::with_capacity(order.len());
-        let mut cid = Vec::with_capacity(order.len());
-        let mut ver = Vec::with_capacity(order.len());
-        let mut code = Vec::with_capacity(order.len());
-        let mut msg = Vec::with_capacity(order.len());
-        let mut fps = Vec::with_capacity(order.len());
-        for &i in &order {
-            let r = Recorded::from_outcome(&fresh[&i]);
-            ids.push(batch[i].submission_id);
-            st.push(r.state);
-            cid.push(r.canonical_id);
-            ver.push(r.version);
-            code.push(r.error_code);
-            msg.push(r.error_message);
-            fps.push(batch[i].fingerprint.as_str());
-        }
+        let c = OutcomeColumns::of(batch, &fresh, &order);
+        let fps: Vec<&str> = order
+            .iter()
+            .map(|&i| batch[i].fingerprint.as_str())
+            .collect();
         let inserted = sqlx::query_scalar::<_, OffsetDateTime>(&format!(
             "WITH ins AS (INSERT INTO {inbox} \
              (submission_id, state, canonical_id, version, error_code, error_message, fingerprint) \
              SELECT * FROM UNNEST($1::uuid[], $2::int2[], $3::text[], $4::int8[], $5::text[], \
              $6::text[], $7::text[]) RETURNING recorded_at) SELECT max(recorded_at) FROM ins"
         ))
-        .bind(&ids)
-        .bind(&st)
-        .bind(&cid)
-        .bind(&ver)
-        .bind(&code)
-        .bind(&msg)
+        .bind(&c.ids)
+        .bind(&c.st)
+        .bind(&c.cid)
+        .bind(&c.ver)
+        .bind(&c.code)
+        .bind(&c.msg)
         .bind(&fps)
         .fetch_one(&mut *tx)
         .await;
@@ -226,14 +194,54 @@ async fn apply_claim_first(
         recorded = read_recorded(&mut tx, inbox, &dups).await?;
     }
 
-    // (2) Apply the new commands, wave by wave.
-    let mut fresh: HashMap<usize, Outcome> = HashMap::with_capacity(claimed.len());
-    let mut entities: Vec<(usize, String)> = Vec::with_capacity(claimed.len());
+    // (2) Apply the new commands, wave by wave; every claimed row must leave
+    // with an outcome (a CLAIMED row must never commit).
+    let fresh = write_new(&mut tx, mappings, batch, &work, |id| claimed.contains(id)).await?;
+
+    // (3) Record the outcomes.
+    if !fresh.is_empty() {
+        let order: Vec<usize> = fresh.keys().copied().collect();
+        let c = OutcomeColumns::of(batch, &fresh, &order);
+        sqlx::query(&format!(
+            "UPDATE {inbox} AS x SET state = u.st, canonical_id = u.cid, version = u.ver, \
+             error_code = u.code, error_message = u.msg \
+             FROM UNNEST($1::uuid[], $2::int2[], $3::text[], $4::int8[], $5::text[], $6::text[]) \
+             AS u(id, st, cid, ver, code, msg) WHERE x.submission_id = u.id"
+        ))
+        .bind(&c.ids)
+        .bind(&c.st)
+        .bind(&c.cid)
+        .bind(&c.ver)
+        .bind(&c.code)
+        .bind(&c.msg)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail("recording outcomes"))?;
+    }
+
+    // (4) Commit.
+    tx.commit().await.map_err(fail("committing"))?;
+    assemble(batch, &work, fresh, &recorded, now)
+}
+
+/// Prepares and writes, wave by wave, the batch's unique commands that
+/// `is_new` selects; returns exactly one outcome per selected command.
+async fn write_new(
+    conn: &mut sqlx::PgConnection,
+    mappings: &HashMap<String, Mapping>,
+    batch: &[Command],
+    work: &Work,
+    is_new: impl Fn(&Uuid) -> bool,
+) -> Result<HashMap<usize, Outcome>, Failure> {
+    let mut fresh: HashMap<usize, Outcome> = HashMap::with_capacity(work.unique.len());
+    let mut entities: Vec<(usize, String)> = Vec::with_capacity(work.unique.len());
+    let mut selected = 0;
     for &i in &work.unique {
         let cmd = &batch[i];
-        if !claimed.contains(&cmd.submission_id) {
+        if !is_new(&cmd.submission_id) {
             continue;
         }
+        selected += 1;
         match prepare(&mappings[&cmd.envelope.command_type], cmd) {
             Ok(entity) => entities.push((i, entity)),
             Err(outcome) => {
@@ -249,58 +257,52 @@ async fn apply_claim_first(
     );
     for g in &groups {
         let mapping = &mappings[&g.command_type];
-        write_group(&mut tx, mapping, batch, &g.members, &mut fresh).await?;
+        write_group(conn, mapping, batch, &g.members, &mut fresh).await?;
     }
-
-    // Every claimed row must leave with an outcome: a CLAIMED row must never commit.
-    if fresh.len() != claimed.len() {
+    if fresh.len() != selected {
         return Err(Failure::Master(MasterError::Unavailable {
             message: format!(
-                "write statements answered {} of {} commands",
-                fresh.len(),
-                claimed.len()
+                "write statements answered {} of {selected} commands",
+                fresh.len()
             ),
             retry_after: None,
         }));
     }
+    Ok(fresh)
+}
 
-    // (3) Record the outcomes.
-    if !fresh.is_empty() {
-        let mut ids = Vec::with_capacity(fresh.len());
-        let mut st = Vec::with_capacity(fresh.len());
-        let mut cid = Vec::with_capacity(fresh.len());
-        let mut ver = Vec::with_capacity(fresh.len());
-        let mut code = Vec::with_capacity(fresh.len());
-        let mut msg = Vec::with_capacity(fresh.len());
-        for (&i, o) in &fresh {
-            let r = Recorded::from_outcome(o);
-            ids.push(batch[i].submission_id);
-            st.push(r.state);
-            cid.push(r.canonical_id);
-            ver.push(r.version);
-            code.push(r.error_code);
-            msg.push(r.error_message);
+/// Outcomes as the inbox's column arrays, for one UNNEST statement.
+struct OutcomeColumns {
+    ids: Vec<Uuid>,
+    st: Vec<i16>,
+    cid: Vec<Option<String>>,
+    ver: Vec<Option<i64>>,
+    code: Vec<Option<String>>,
+    msg: Vec<Option<String>>,
+}
+
+impl OutcomeColumns {
+    /// The columns of the outcomes of `order` (batch indexes), in that order.
+    fn of(batch: &[Command], fresh: &HashMap<usize, Outcome>, order: &[usize]) -> Self {
+        let mut c = Self {
+            ids: Vec::with_capacity(order.len()),
+            st: Vec::with_capacity(order.len()),
+            cid: Vec::with_capacity(order.len()),
+            ver: Vec::with_capacity(order.len()),
+            code: Vec::with_capacity(order.len()),
+            msg: Vec::with_capacity(order.len()),
+        };
+        for &i in order {
+            let r = Recorded::from_outcome(&fresh[&i]);
+            c.ids.push(batch[i].submission_id);
+            c.st.push(r.state);
+            c.cid.push(r.canonical_id);
+            c.ver.push(r.version);
+            c.code.push(r.error_code);
+            c.msg.push(r.error_message);
         }
-        sqlx::query(&format!(
-            "UPDATE {inbox} AS x SET state = u.st, canonical_id = u.cid, version = u.ver, \
-             error_code = u.code, error_message = u.msg \
-             FROM UNNEST($1::uuid[], $2::int2[], $3::text[], $4::int8[], $5::text[], $6::text[]) \
-             AS u(id, st, cid, ver, code, msg) WHERE x.submission_id = u.id"
-        ))
-        .bind(&ids)
-        .bind(&st)
-        .bind(&cid)
-        .bind(&ver)
-        .bind(&code)
-        .bind(&msg)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail("recording outcomes"))?;
+        c
     }
-
-    // (4) Commit.
-    tx.commit().await.map_err(fail("committing"))?;
-    assemble(batch, &work, fresh, &recorded, now)
 }
 
 async fn read_recorded(
