@@ -35,21 +35,36 @@ async fn postgres_connection_drops_are_retried_until_everything_applies_once() {
     let token = CancellationToken::new();
     let handle = tokio::spawn(worker.run(token.clone()));
 
-    // Kill every other session on the master database, repeatedly, while the worker applies.
+    // Kill the worker's connections in the middle of its transactions: hold a
+    // table lock so its apply waits inside a transaction, terminate the
+    // waiting sessions, release, repeat. (Killing idle connections proves
+    // nothing: the pool pings and replaces them before use.)
     let killer = {
         let pool = stack.pool().clone();
         tokio::spawn(async move {
             let mut killed = 0i64;
-            for _ in 0..30 {
+            // Until three in-flight transactions were killed (bounded).
+            for _ in 0..100 {
+                if killed >= 3 {
+                    break;
+                }
+                let mut lock = pool.begin().await.unwrap();
+                sqlx::query("LOCK TABLE customers IN EXCLUSIVE MODE")
+                    .execute(&mut *lock)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(400)).await;
                 let n: i64 = sqlx::query_scalar(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                     WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                     AND wait_event_type = 'Lock'",
                 )
-                .fetch_one(&pool)
+                .fetch_one(&mut *lock)
                 .await
                 .unwrap_or(0);
                 killed += n;
-                tokio::time::sleep(Duration::from_millis(150)).await;
+                lock.rollback().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             killed
         })
