@@ -8,7 +8,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rand::SeedableRng;
 use time::OffsetDateTime;
 use tracing::{debug, debug_span, info, info_span, warn, Instrument};
 use writ_codec::{CodecError, PayloadCodec};
@@ -116,22 +115,6 @@ struct Chunk {
 }
 
 impl Pipeline {
-    /// Processes one batch; `Ok` means every effect is durable and acknowledged.
-    pub async fn process(&self, records: &[ConsumedRecord]) -> Result<BatchReport, PipelineError> {
-        let prepared = self.prepare(records).await?;
-        let report = prepared.report;
-        self.deliver(prepared).await?;
-        Ok(report)
-    }
-
-    /// Decodes and applies a batch and builds its status events and dead
-    /// letters. The master effects are durable when this returns; the
-    /// records still have to be delivered before the offsets may be stored.
-    pub async fn prepare(&self, records: &[ConsumedRecord]) -> Result<Prepared, PipelineError> {
-        let decoded = self.decode_batch(records).await?;
-        self.apply_and_emit(records, decoded).await
-    }
-
     /// Decodes a batch (the run loop does this for batch N+1 while N applies).
     pub async fn decode_batch(
         &self,
@@ -219,7 +202,6 @@ impl Pipeline {
         for record in records {
             let mut attempts = 0;
             let started = Instant::now();
-            let mut rng = rand::rngs::StdRng::from_os_rng();
             loop {
                 attempts += 1;
                 match decode_record(record, &self.codec, self.master.as_ref()).await {
@@ -227,19 +209,14 @@ impl Pipeline {
                         out.push(d);
                         break;
                     }
-                    Err(e) => {
-                        match self
-                            .retry
-                            .next_delay(attempts, started.elapsed(), None, &mut rng)
-                        {
-                            Some(delay) => {
-                                warn!(error = %e, ?delay, "decode failed; retrying");
-                                self.metrics.retry(e.code());
-                                tokio::time::sleep(delay).await;
-                            }
-                            None => return Err(PipelineError::Codec(e)),
+                    Err(e) => match self.next_delay(attempts, started.elapsed(), None) {
+                        Some(delay) => {
+                            warn!(error = %e, ?delay, "decode failed; retrying");
+                            self.metrics.retry(e.code());
+                            tokio::time::sleep(delay).await;
                         }
-                    }
+                        None => return Err(PipelineError::Codec(e)),
+                    },
                 }
             }
         }
@@ -251,7 +228,6 @@ impl Pipeline {
     async fn apply_all(&self, all: Chunk) -> Result<Vec<(usize, Resolution)>, PipelineError> {
         let mut queue = VecDeque::from([all]);
         let mut out = Vec::new();
-        let mut rng = rand::rngs::StdRng::from_os_rng();
         while let Some(chunk) = queue.pop_front() {
             let started = Instant::now();
             let mut attempts: u32 = 0;
@@ -337,10 +313,7 @@ impl Pipeline {
                             _ => None,
                         };
                         self.metrics.retry(e.code());
-                        match self
-                            .retry
-                            .next_delay(attempts, started.elapsed(), hint, &mut rng)
-                        {
+                        match self.next_delay(attempts, started.elapsed(), hint) {
                             Some(delay) => {
                                 warn!(error = %e, attempts, ?delay, size = chunk.commands.len(), "apply failed; retrying");
                                 tokio::time::sleep(delay).await;
@@ -600,7 +573,6 @@ impl Pipeline {
     async fn produce_all(&self, mut outgoing: Vec<OutgoingRecord>) -> Result<(), PipelineError> {
         let started = Instant::now();
         let mut attempts = 0;
-        let mut rng = rand::rngs::StdRng::from_os_rng();
         while !outgoing.is_empty() {
             attempts += 1;
             let results = self.producer.send_all(&outgoing).await;
@@ -617,10 +589,7 @@ impl Pipeline {
             }
             outgoing = failed;
             if let Some(e) = last_error {
-                match self
-                    .retry
-                    .next_delay(attempts, started.elapsed(), None, &mut rng)
-                {
+                match self.next_delay(attempts, started.elapsed(), None) {
                     Some(delay) => {
                         warn!(error = %e, remaining = outgoing.len(), ?delay, "produce failed; retrying");
                         tokio::time::sleep(delay).await;
@@ -630,6 +599,20 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+}
+
+impl Pipeline {
+    /// The retry policy's next delay, jittered with the thread-local RNG
+    /// (kept inside this call so no RNG is held across an await).
+    fn next_delay(
+        &self,
+        attempts: u32,
+        elapsed: std::time::Duration,
+        hint: Option<std::time::Duration>,
+    ) -> Option<std::time::Duration> {
+        self.retry
+            .next_delay(attempts, elapsed, hint, &mut rand::rng())
     }
 }
 

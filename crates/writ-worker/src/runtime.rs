@@ -63,7 +63,7 @@ impl Worker {
             &config.group_id(),
             &[&topic],
         )?);
-        let listener = server::bind(config.listen)
+        let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let metrics = WorkerMetrics::new(&config.domain, config.profile.as_str());

@@ -1,7 +1,6 @@
 //! The worker's small HTTP surface for operators and orchestrators:
 //! Prometheus `/metrics`, liveness `/healthz` and readiness `/readyz`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -37,11 +36,6 @@ async fn readiness(State(s): State<AppState>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")
     }
-}
-
-/// Binds `addr` and serves until `shutdown`; returns the bound address via `bound`.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }
 
 /// Serves the router on an already bound listener until `shutdown`.
