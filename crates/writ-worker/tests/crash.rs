@@ -29,13 +29,6 @@ fn signal(child: &Child, sig: i32) {
     assert_eq!(rc, 0, "kill({}, {sig})", child.id());
 }
 
-async fn history_count(stack: &Stack) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM customer_history")
-        .fetch_one(stack.pool())
-        .await
-        .unwrap()
-}
-
 /// Asserts exactly-once and per-entity order from the master's own history.
 async fn assert_exactly_once_in_order(stack: &Stack, entities: usize, per_entity: i64) {
     let rows: Vec<(String, i64)> =
@@ -90,26 +83,20 @@ async fn sigkilled_workers_lose_nothing_and_apply_nothing_twice() {
     let started = Instant::now();
     let mut kills = 0;
     let mut child = spawn_worker(config.path());
-    while kills < 4 && history_count(&stack).await < (ENTITIES as i64 * PER_ENTITY) {
+    while kills < 4 && stack.history_count().await < (ENTITIES as i64 * PER_ENTITY) {
         tokio::time::sleep(Duration::from_millis(2500 + 700 * kills)).await;
         signal(&child, libc::SIGKILL);
         let _ = child.wait();
         kills += 1;
         eprintln!(
             "killed worker #{kills} at {} applied",
-            history_count(&stack).await
+            stack.history_count().await
         );
         child = spawn_worker(config.path());
     }
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while history_count(&stack).await < (ENTITIES as i64 * PER_ENTITY) {
-        assert!(
-            Instant::now() < deadline,
-            "stalled at {} applied",
-            history_count(&stack).await
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    stack
+        .wait_history(ENTITIES as i64 * PER_ENTITY, Duration::from_secs(240))
+        .await;
     signal(&child, libc::SIGTERM);
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
@@ -146,7 +133,7 @@ async fn sigterm_under_load_exits_zero_and_a_restart_finishes_the_rest() {
 
     let child = spawn_worker(config.path());
     let deadline = Instant::now() + Duration::from_secs(60);
-    while history_count(&stack).await == 0 {
+    while stack.history_count().await == 0 {
         assert!(Instant::now() < deadline, "worker never started applying");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -163,7 +150,7 @@ async fn sigterm_under_load_exits_zero_and_a_restart_finishes_the_rest() {
         "drained in {:?}",
         stopped.elapsed()
     );
-    let at_stop = history_count(&stack).await;
+    let at_stop = stack.history_count().await;
     eprintln!(
         "stopped after {at_stop} of {} in {:?}",
         ENTITIES as i64 * PER_ENTITY,
@@ -171,15 +158,9 @@ async fn sigterm_under_load_exits_zero_and_a_restart_finishes_the_rest() {
     );
 
     let mut child = spawn_worker(config.path());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while history_count(&stack).await < ENTITIES as i64 * PER_ENTITY {
-        assert!(
-            Instant::now() < deadline,
-            "stalled at {}",
-            history_count(&stack).await
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    stack
+        .wait_history(ENTITIES as i64 * PER_ENTITY, Duration::from_secs(120))
+        .await;
     signal(&child, libc::SIGTERM);
     assert!(child.wait().unwrap().success());
     assert_exactly_once_in_order(&stack, ENTITIES, PER_ENTITY).await;

@@ -70,21 +70,7 @@ async fn postgres_connection_drops_are_retried_until_everything_applies_once() {
         })
     };
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM customer_history")
-            .fetch_one(stack.pool())
-            .await
-            .unwrap_or(0);
-        if applied >= N {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "stalled at {applied}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    stack.wait_history(N, Duration::from_secs(120)).await;
     let killed = killer.await.unwrap();
     let metrics = reqwest_get(&format!("http://{metrics_addr}/metrics")).await;
     token.cancel();

@@ -213,6 +213,30 @@ columns = {{ customer_id = "customer_id" }}
         out
     }
 
+    /// Rows in the master's history table: one per applied write.
+    pub async fn history_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM customer_history")
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Polls until the history holds `at_least` rows; panics after `timeout`.
+    pub async fn wait_history(&self, at_least: i64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let applied = self.history_count().await;
+            if applied >= at_least {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stalled at {applied} of {at_least} applied after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// All status events so far, decoded.
     pub async fn statuses(&self) -> Vec<StatusEvent> {
         let mut out = Vec::new();
