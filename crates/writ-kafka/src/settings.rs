@@ -140,9 +140,16 @@ impl KafkaSettings {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed")
-            // librdkafka prefetches up to 64 MiB per consumer by default; a
-            // batch worker needs a few batches ahead, not that much memory.
-            .set("queued.max.messages.kbytes", "16384");
+            // Prefetch bounds. librdkafka's defaults (64 MiB queue, 50 MiB
+            // fetches) are sized for throughput, not a batch worker's memory.
+            // Fetch limits count compressed bytes and the queue thresholds
+            // are only checked before a fetch, so one response can land several
+            // times its size in decompressed messages on top of a full queue:
+            // keep both small. Raw consume still runs an order of magnitude
+            // faster than any master applies (see the apply benchmark).
+            .set("queued.max.messages.kbytes", "8192")
+            .set("queued.min.messages", "20000")
+            .set("fetch.max.bytes", "2097152");
         merge(&mut c, self.base_config("consumer")?);
         Ok(c)
     }

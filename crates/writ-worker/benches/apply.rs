@@ -342,7 +342,20 @@ version_column = "version"
     let file = std::env::temp_dir().join(format!("writ-bench-{}.toml", Uuid::new_v4()));
     std::fs::write(&file, config).unwrap();
     let group = format!("writ-{}-bulk", layout.domain());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_writ-worker"))
+    // WRIT_BENCH_WORKER_WRAPPER runs the worker under a profiler, e.g. "heaptrack -o /tmp/worker".
+    let wrapper: Vec<String> = std::env::var("WRIT_BENCH_WORKER_WRAPPER")
+        .map(|w| w.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let worker_bin = env!("CARGO_BIN_EXE_writ-worker");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(worker_bin);
+            c
+        }
+        None => Command::new(worker_bin),
+    };
+    let mut child = command
         .arg("--config")
         .arg(&file)
         .env("RUST_LOG", "warn")

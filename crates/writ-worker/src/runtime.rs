@@ -208,6 +208,17 @@ impl Worker {
             let stop = gather_stop.clone();
             tokio::spawn(async move {
                 loop {
+                    // Take the hand-off slot before gathering, so at most one
+                    // decoded batch waits while another is applied: memory is
+                    // bounded by two batches, not three.
+                    let permit = tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => break,
+                        permit = decoded_tx.reserve() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => break,
+                        },
+                    };
                     let batch = tokio::select! {
                         biased;
                         _ = stop.cancelled() => break,
@@ -218,9 +229,7 @@ impl Worker {
                         _ = stop.cancelled() => break,
                         decoded = pipeline.decode_batch(&batch) => decoded?,
                     };
-                    if decoded_tx.send((batch, decoded)).await.is_err() {
-                        break;
-                    }
+                    permit.send((batch, decoded));
                 }
                 Ok::<(), anyhow::Error>(())
             })
