@@ -266,7 +266,12 @@ mod tests {
     #[test]
     fn missing_unknown_or_malformed_keys_are_unauthorized() {
         let keys = ApiKeys::from_config(&config()).unwrap();
-        for header in [None, Some("Bearer nope"), Some("Basic abc"), Some("Bearer ")] {
+        for header in [
+            None,
+            Some("Bearer nope"),
+            Some("Basic abc"),
+            Some("Bearer "),
+        ] {
             let problem = keys.principal(header).unwrap_err();
             assert_eq!(problem.status, 401, "{header:?}");
             // The presented key never shows up in the answer.

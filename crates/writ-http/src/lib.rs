@@ -13,5 +13,7 @@
 pub mod auth;
 pub mod problem;
 
-pub use auth::{authenticate, hash_api_key, ApiKeyConfig, ApiKeys, AuthConfig, AuthError, Principal};
+pub use auth::{
+    authenticate, hash_api_key, ApiKeyConfig, ApiKeys, AuthConfig, AuthError, Principal,
+};
 pub use problem::{FieldProblem, Problem};

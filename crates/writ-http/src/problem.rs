@@ -110,9 +110,13 @@ impl Problem {
 
     /// 413: the body is over the configured limit.
     pub fn payload_too_large(limit_bytes: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
-            .with_detail(format!("the body exceeds the limit of {limit_bytes} bytes"))
-            .with_extension("limitBytes", limit_bytes)
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+        )
+        .with_detail(format!("the body exceeds the limit of {limit_bytes} bytes"))
+        .with_extension("limitBytes", limit_bytes)
     }
 
     /// 422: the document is well-formed JSON but violates the schema.

@@ -1,0 +1,75 @@
+//! `writ-ingress`: the deployable HTTP front door. Loads layered
+//! configuration, turns SIGTERM/SIGINT into a graceful shutdown, and exits
+//! non-zero on any fatal error with every cause printed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use writ_ingress::{init_logging, Ingress, IngressConfig};
+
+/// writ's HTTP ingress.
+#[derive(Debug, Parser)]
+#[command(name = "writ-ingress", version, about)]
+struct Args {
+    /// TOML configuration file; `WRIT__SECTION__KEY` environment variables override it.
+    #[arg(long, short, env = "WRIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match IngressConfig::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!(
+            "configuration ok: listen={} types={} domains={}",
+            config.listen,
+            config.types.len(),
+            config.domains().join(",")
+        );
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config.log);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let result = async {
+        let ingress = Ingress::start(config).await?;
+        ingress.run(shutdown).await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "ingress failed");
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn signal_shutdown(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term =
+        signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail on unix");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    token.cancel();
+}

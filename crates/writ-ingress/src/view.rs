@@ -1,0 +1,520 @@
+//! The status view: `<domain>.status` materialized into the local store, so
+//! duplicates, status reads and CP-1 waits are answered without asking Kafka.
+//!
+//! One reader per status topic, manually assigned to every partition (no
+//! consumer group: every ingress replica reads everything). It starts from
+//! the offsets stored with the view, or from the beginning when the store is
+//! empty, and reports "caught up" once every partition reached its end once;
+//! until then the ingress does not accept submissions, because a duplicate
+//! could not be recognised yet. Each batch of events is written in one
+//! transaction together with its offsets; then per-submission waiters (CP-1)
+//! are woken and every change is broadcast to subscribers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use time::OffsetDateTime;
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+use writ_codec::PayloadCodec;
+use writ_core::StatusEvent;
+use writ_kafka::{KafkaClientError, KafkaSettings};
+
+use crate::metrics::IngressMetrics;
+use crate::store::{StatusStore, StoreError};
+
+/// Most events written to the store in one transaction: small enough that a
+/// request's own `ACCEPTED` write never waits long behind the reader.
+const BATCH_MAX: usize = 256;
+/// How long a batch gathers after its first event.
+const BATCH_LINGER: Duration = Duration::from_millis(5);
+/// Capacity of the status broadcast; a slower subscriber sees `Lagged`.
+const BROADCAST_CAPACITY: usize = 4096;
+
+type Waiters = HashMap<Uuid, Vec<oneshot::Sender<StatusEvent>>>;
+type LocalWrite = (Vec<StatusEvent>, oneshot::Sender<Result<(), String>>);
+
+/// The materialized status view, shared by the HTTP handlers and the readers.
+#[derive(Debug)]
+pub struct StatusView {
+    store: StatusStore,
+    waiters: Mutex<Waiters>,
+    /// Local writes waiting for the next group commit.
+    local: Mutex<Vec<LocalWrite>>,
+    /// Held by the caller that commits everything pending.
+    committer: tokio::sync::Mutex<()>,
+    events: broadcast::Sender<StatusEvent>,
+    caught_up: AtomicBool,
+    metrics: IngressMetrics,
+}
+
+impl StatusView {
+    /// A view over `store`; nothing is read until [`StatusView::spawn_readers`].
+    pub fn new(store: StatusStore, metrics: IngressMetrics) -> Self {
+        Self {
+            store,
+            waiters: Mutex::new(HashMap::new()),
+            local: Mutex::new(Vec::new()),
+            committer: tokio::sync::Mutex::new(()),
+            events: broadcast::channel(BROADCAST_CAPACITY).0,
+            caught_up: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// The store (jobs, counts, purge).
+    pub fn store(&self) -> &StatusStore {
+        &self.store
+    }
+
+    /// Every status change the view applies from now on, in the order applied.
+    pub fn subscribe(&self) -> broadcast::Receiver<StatusEvent> {
+        self.events.subscribe()
+    }
+
+    /// Whether every status partition was read to its end at least once.
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// The latest known state of a submission.
+    pub async fn get(&self, submission_id: Uuid) -> Result<Option<StatusEvent>, StoreError> {
+        self.store.get(submission_id).await
+    }
+
+    /// Applies events (read from Kafka, or the ingress' own acknowledged
+    /// `ACCEPTED`s) and notifies waiters and subscribers of what changed.
+    pub async fn apply(
+        &self,
+        events: &[StatusEvent],
+        offsets: &[(String, i32, i64)],
+    ) -> Result<(), StoreError> {
+        let changed = self.store.apply(events, offsets).await?;
+        self.metrics.view_events(changed.len() as u64);
+        let violations = changed
+            .iter()
+            .filter(|e| {
+                e.state.is_terminal()
+                    && matches!((e.applied_at, e.stale_after), (Some(done), Some(deadline)) if done > deadline)
+            })
+            .count();
+        self.metrics.staleness_violations(violations as u64);
+        {
+            let mut waiters = self.waiters.lock().expect("waiter map poisoned");
+            for e in changed.iter().filter(|e| e.state.is_terminal()) {
+                if let Some(list) = waiters.remove(&e.submission_id) {
+                    for w in list {
+                        let _ = w.send(e.clone());
+                    }
+                }
+            }
+        }
+        for e in changed {
+            // No subscriber is fine: the broadcast is for embedders.
+            let _ = self.events.send(e);
+        }
+        Ok(())
+    }
+
+    /// Records the ingress' own acknowledged `ACCEPTED` events at once,
+    /// without waiting for the reader to read them back.
+    ///
+    /// Concurrent callers share one transaction (group commit): each queues
+    /// its events, and whoever gets the commit lock first writes everything
+    /// queued, so a burst of requests costs one commit, not one each.
+    pub async fn record_local(&self, events: Vec<StatusEvent>) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        // Kept in case the committer taking them is cancelled (its client hung up).
+        let mine = events.clone();
+        self.local
+            .lock()
+            .expect("local write queue poisoned")
+            .push((events, tx));
+        {
+            let _commit = self.committer.lock().await;
+            let queued =
+                std::mem::take(&mut *self.local.lock().expect("local write queue poisoned"));
+            if !queued.is_empty() {
+                let all: Vec<StatusEvent> =
+                    queued.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
+                let result = self.apply(&all, &[]).await.map_err(|e| e.to_string());
+                for (_, done) in queued {
+                    let _ = done.send(result.clone());
+                }
+            }
+        }
+        // Resolved by whoever committed this caller's events (maybe this caller).
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::Grouped(message)),
+            Err(_) => self.apply(&mine, &[]).await,
+        }
+    }
+
+    /// Registers interest in the terminal state of `submission_id`. Register
+    /// before checking the view, so an event landing in between is not missed.
+    pub fn waiter(self: &Arc<Self>, submission_id: Uuid) -> Waiter {
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .expect("waiter map poisoned")
+            .entry(submission_id)
+            .or_default()
+            .push(tx);
+        Waiter {
+            view: self.clone(),
+            submission_id,
+            rx,
+        }
+    }
+
+    /// Starts one reader per status topic; they stop with `shutdown`.
+    pub async fn spawn_readers(
+        self: &Arc<Self>,
+        settings: &KafkaSettings,
+        codec: Arc<PayloadCodec>,
+        topics: Vec<String>,
+        shutdown: CancellationToken,
+    ) -> Result<Vec<tokio::task::JoinHandle<Result<(), ViewError>>>, ViewError> {
+        let fresh = self.store.is_empty().await?;
+        let remaining = Arc::new(Mutex::new(HashSet::new()));
+        let mut readers = Vec::new();
+        for topic in &topics {
+            let reader = Reader::new(self.clone(), settings, codec.clone(), topic, fresh).await?;
+            remaining
+                .lock()
+                .expect("catch-up set poisoned")
+                .extend(reader.partitions.iter().map(|p| (topic.clone(), *p)));
+            readers.push(reader);
+        }
+        if remaining.lock().expect("catch-up set poisoned").is_empty() {
+            self.caught_up.store(true, Ordering::Release);
+        }
+        info!(topics = ?topics, rebuild = fresh, "status view readers started");
+        Ok(readers
+            .into_iter()
+            .map(|r| tokio::spawn(r.run(remaining.clone(), shutdown.clone())))
+            .collect())
+    }
+}
+
+/// A registered CP-1 wait for one submission's terminal state.
+#[derive(Debug)]
+pub struct Waiter {
+    view: Arc<StatusView>,
+    submission_id: Uuid,
+    rx: oneshot::Receiver<StatusEvent>,
+}
+
+impl Waiter {
+    /// The terminal event, or `None` when `timeout` passes first.
+    pub async fn wait(&mut self, timeout: Duration) -> Option<StatusEvent> {
+        tokio::time::timeout(timeout, &mut self.rx).await.ok()?.ok()
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        // Forget this waiter's sender so ids that never finish do not pile up.
+        self.rx.close();
+        let mut waiters = self.view.waiters.lock().expect("waiter map poisoned");
+        if let Some(list) = waiters.get_mut(&self.submission_id) {
+            list.retain(|s| !s.is_closed());
+            if list.is_empty() {
+                waiters.remove(&self.submission_id);
+            }
+        }
+    }
+}
+
+/// Why the view cannot be built or kept up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Kafka failed (metadata, assignment, a fatal consume error).
+    #[error(transparent)]
+    Kafka(#[from] KafkaClientError),
+    /// The status topic does not exist.
+    #[error(
+        "status topic `{0}` does not exist; create the domain's topics first (`writ topics init`)"
+    )]
+    MissingTopic(String),
+}
+
+/// The readers' client context: reaching the end of a partition is how the
+/// view knows it caught up, not an error worth a log line (librdkafka's
+/// default context logs every one at ERROR).
+struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !eof {
+            warn!(error = %error, reason, "status reader client error");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+struct Reader {
+    view: Arc<StatusView>,
+    consumer: Arc<StreamConsumer<ReaderContext>>,
+    codec: Arc<PayloadCodec>,
+    topic: String,
+    partitions: Vec<i32>,
+}
+
+impl Reader {
+    async fn new(
+        view: Arc<StatusView>,
+        settings: &KafkaSettings,
+        codec: Arc<PayloadCodec>,
+        topic: &str,
+        fresh: bool,
+    ) -> Result<Self, ViewError> {
+        let mut config = settings.reader_config().map_err(KafkaClientError::from)?;
+        // A stored offset past the retention restarts at the oldest record, never the newest.
+        config.set("auto.offset.reset", "earliest");
+        config.set("fetch.wait.max.ms", "50");
+        let consumer: Arc<StreamConsumer<ReaderContext>> = Arc::new(
+            config
+                .create_with_context(ReaderContext)
+                .map_err(|e| KafkaClientError::kafka("create status reader", e))?,
+        );
+        let md = {
+            let consumer = consumer.clone();
+            let topic = topic.to_owned();
+            tokio::task::spawn_blocking(move || {
+                consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))
+            })
+            .await
+            .expect("metadata fetch does not panic")
+            .map_err(|e| KafkaClientError::kafka("fetch status topic metadata", e))?
+        };
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        if partitions.is_empty() {
+            return Err(ViewError::MissingTopic(topic.to_owned()));
+        }
+        let stored = if fresh {
+            HashMap::new()
+        } else {
+            view.store.offsets(topic).await?
+        };
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            let offset = stored
+                .get(p)
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            tpl.add_partition_offset(topic, *p, offset)
+                .map_err(|e| KafkaClientError::kafka("assign status partitions", e))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| KafkaClientError::kafka("assign status partitions", e))?;
+        Ok(Self {
+            view,
+            consumer,
+            codec,
+            topic: topic.to_owned(),
+            partitions,
+        })
+    }
+
+    async fn run(
+        self,
+        remaining: Arc<Mutex<HashSet<(String, i32)>>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ViewError> {
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                m = self.consumer.recv() => m,
+            };
+            let mut events = Vec::new();
+            let mut offsets: HashMap<i32, i64> = HashMap::new();
+            let mut eof = Vec::new();
+            self.take(first, &mut events, &mut offsets, &mut eof)
+                .await?;
+            let deadline = tokio::time::Instant::now() + BATCH_LINGER;
+            while events.len() < BATCH_MAX {
+                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                    Ok(m) => self.take(m, &mut events, &mut offsets, &mut eof).await?,
+                    Err(_) => break,
+                }
+            }
+            if !events.is_empty() || !offsets.is_empty() {
+                let offsets: Vec<(String, i32, i64)> = offsets
+                    .into_iter()
+                    .map(|(p, o)| (self.topic.clone(), p, o))
+                    .collect();
+                self.view.apply(&events, &offsets).await?;
+                debug!(topic = %self.topic, events = events.len(), "status batch applied");
+            }
+            if !eof.is_empty() && !self.view.is_caught_up() {
+                let mut left = remaining.lock().expect("catch-up set poisoned");
+                for p in eof {
+                    left.remove(&(self.topic.clone(), p));
+                }
+                if left.is_empty() {
+                    self.view.caught_up.store(true, Ordering::Release);
+                    info!("status view caught up");
+                }
+            }
+        }
+    }
+
+    async fn take(
+        &self,
+        message: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
+        events: &mut Vec<StatusEvent>,
+        offsets: &mut HashMap<i32, i64>,
+        eof: &mut Vec<i32>,
+    ) -> Result<(), ViewError> {
+        let m = match message {
+            Ok(m) => m,
+            Err(KafkaError::PartitionEOF(p)) => {
+                eof.push(p);
+                return Ok(());
+            }
+            Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                return Err(KafkaClientError::kafka("read status topic", e).into())
+            }
+            Err(e) => {
+                // librdkafka recovers from transient errors by itself.
+                warn!(error = %e, topic = %self.topic, "status reader error; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Ok(());
+            }
+        };
+        offsets.insert(m.partition(), m.offset() + 1);
+        let Some(value) = m.payload() else {
+            return Ok(()); // a tombstone: writ never writes them; nothing to materialize
+        };
+        let headers = writ_kafka::headers::from_kafka(m.headers());
+        let content_type = headers
+            .get_str(writ_core::cloudevents::CONTENT_TYPE)
+            .unwrap_or("application/avro");
+        match self.codec.decode_status(content_type, value).await {
+            Ok(e) => events.push(e),
+            Err(e) => {
+                self.view.metrics.view_decode_failure();
+                warn!(error = %e, topic = %self.topic, partition = m.partition(), offset = m.offset(), "undecodable status record skipped");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts pending submissions past their window and forgets what left the
+/// dedupe window, periodically, until `shutdown`.
+pub async fn housekeeping(
+    view: Arc<StatusView>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), ViewError> {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut purged_at = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let now = OffsetDateTime::now_utc();
+        view.metrics
+            .stale_pending(view.store.stale_pending(now).await?);
+        if purged_at.elapsed() >= Duration::from_secs(600) {
+            let gone = view.store.purge(now - retention).await?;
+            purged_at = tokio::time::Instant::now();
+            if gone > 0 {
+                info!(
+                    submissions = gone,
+                    "purged submissions past the dedupe window"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests_support::event;
+    use writ_core::SubmissionState;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_local_writes_are_all_recorded_and_terminal_events_wake_waiters() {
+        let store = StatusStore::open(None).await.unwrap();
+        let view = Arc::new(StatusView::new(store, IngressMetrics));
+        let mut changes = view.subscribe();
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let view = view.clone();
+                tokio::spawn(async move {
+                    view.record_local(vec![event(&format!("k{i}"), SubmissionState::Accepted)])
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        for i in 0..50 {
+            let id = writ_core::submission_id("/tenants/acme", &format!("k{i}"));
+            assert!(view.get(id).await.unwrap().is_some(), "k{i} recorded");
+            assert_eq!(
+                changes.recv().await.unwrap().state,
+                SubmissionState::Accepted
+            );
+        }
+        let accepted = event("k0", SubmissionState::Accepted);
+        let mut waiter = view.waiter(accepted.submission_id);
+        // A restated ACCEPTED is no news; the terminal state is.
+        view.apply(std::slice::from_ref(&accepted), &[])
+            .await
+            .unwrap();
+        let applied = event("k0", SubmissionState::Applied);
+        view.apply(std::slice::from_ref(&applied), &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            waiter.wait(Duration::from_secs(10)).await,
+            Some(applied.clone())
+        );
+        assert_eq!(changes.recv().await.unwrap(), applied);
+        drop(waiter);
+        assert!(
+            view.waiters.lock().unwrap().is_empty(),
+            "no waiter left behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wait_without_an_answer_times_out_and_cleans_up() {
+        let store = StatusStore::open(None).await.unwrap();
+        let view = Arc::new(StatusView::new(store, IngressMetrics));
+        // Paused after the pool is up: sqlx' own timeouts must not auto-advance.
+        tokio::time::pause();
+        let id = event("k9", SubmissionState::Accepted).submission_id;
+        let mut waiter = view.waiter(id);
+        assert_eq!(waiter.wait(Duration::from_secs(30)).await, None);
+        drop(waiter);
+        assert!(view.waiters.lock().unwrap().is_empty());
+    }
+}
