@@ -2,7 +2,8 @@
 //! real apply worker in-process: CP-1 answers 201 with a canonical id that
 //! exists in the master, CP-2 progresses to APPLIED, duplicates are replayed
 //! or refused consistently by two ingress instances, tenants are isolated,
-//! and a 10k-line CP-3 job finishes with exact counts and its bad line named.
+//! a 10k-line CP-3 job finishes with exact counts and its bad line named, and
+//! a draft submitted twice is one master write and is deleted once applied.
 
 mod support;
 
@@ -322,6 +323,74 @@ async fn a_ten_thousand_line_job_finishes_with_exact_counts() {
         .await
         .unwrap();
     assert_eq!(rows, (LINES - 1) as i64);
+
+    a.stop().await;
+    stop_worker(wt, wh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_submitted_twice_is_one_master_write_and_then_gone() {
+    let Some(stack) = Stack::new("e2e-drafts").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (wt, wh) = stack.worker("interactive").await;
+    let extra = format!(
+        "[drafts]\nstore_url = \"sqlite://{}?mode=rwc\"\n",
+        dir.path().join("drafts.db").display()
+    );
+    let a = Running::serve(stack.topics.ingress(&extra).await);
+    let draft = format!("{}/v1/drafts/cart-1", a.base);
+
+    let saved = stack
+        .http
+        .put(&draft)
+        .bearer_auth(ACME)
+        .json(&json!({"type": "customer.upsert.v1", "data": customer("d-1", "Linus")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), StatusCode::CREATED);
+
+    // A double click: the same draft version submitted twice, the second
+    // while the first may still be in flight.
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let r = stack
+            .http
+            .post(format!("{draft}/submit"))
+            .bearer_auth(ACME)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            status == StatusCode::ACCEPTED || status == StatusCode::CREATED,
+            "{status} {body}"
+        );
+        answers.push(body["submissionId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "one draft version is one submission"
+    );
+
+    // Applied → the draft is deleted (by the status event, or on this read).
+    stack
+        .poll(
+            &a.base,
+            "/v1/drafts/cart-1",
+            Duration::from_secs(60),
+            |s, _| s == StatusCode::NOT_FOUND,
+        )
+        .await;
+    let (rows, version): (i64, i64) =
+        sqlx::query_as("SELECT count(*), max(version) FROM customers WHERE customer_id = 'd-1'")
+            .fetch_one(stack.pg.pool())
+            .await
+            .unwrap();
+    assert_eq!((rows, version), (1, 1), "applied exactly once");
 
     a.stop().await;
     stop_worker(wt, wh).await;
