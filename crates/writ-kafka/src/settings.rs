@@ -198,8 +198,13 @@ fn check_pinned(
 
 /// Overlays `top` onto `base` (later wins), since ClientConfig has no merge.
 fn merge(base: &mut ClientConfig, top: ClientConfig) {
-    for (k, v) in top.config_map() {
-        base.set(k, v);
+    // `config_map` masks secrets (`sasl.password`, `ssl.key.password`, ...)
+    // with a placeholder: only its keys are used, values come from `get`,
+    // or every SASL/TLS password would reach librdkafka as that placeholder.
+    for k in top.config_map().into_keys() {
+        if let Some(v) = top.get(k) {
+            base.set(k, v);
+        }
     }
 }
 
