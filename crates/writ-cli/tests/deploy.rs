@@ -205,6 +205,16 @@ fn workspace_binaries() -> BTreeSet<String> {
             .parse()
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let package = manifest["package"]["name"].as_str().expect("package.name");
+        // Test tools (`[package.metadata.writ] ship = false`) are not deployed.
+        let shipped = manifest["package"]
+            .get("metadata")
+            .and_then(|m| m.get("writ"))
+            .and_then(|w| w.get("ship"))
+            .and_then(|s| s.as_bool())
+            .unwrap_or(true);
+        if !shipped {
+            continue;
+        }
         let explicit: Vec<&toml::Value> = manifest
             .get("bin")
             .and_then(|b| b.as_array())
