@@ -9,8 +9,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
-use figment::Figment;
 use serde::Deserialize;
 use writ_core::{ContentType, StalenessWindow, TopicLayout};
 use writ_http::AuthConfig;
@@ -247,34 +245,14 @@ pub enum ConfigError {
 impl IngressConfig {
     /// Loads defaults → `file` (if given) → `WRIT__*` environment, then checks it.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        Self::from_figment(figment.merge(Env::prefixed("WRIT__").split("__")))
+        let config: Self = writ_config::load(file).map_err(ConfigError::Invalid)?;
+        config.check()?;
+        Ok(config)
     }
 
     /// Parses a TOML string (tests, `writ dev`), without the environment.
     pub fn from_toml(toml: &str) -> Result<Self, ConfigError> {
-        Self::from_figment(Figment::new().merge(Toml::string(toml)))
-    }
-
-    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let config: Self = figment.extract().map_err(|errors| {
-            ConfigError::Invalid(
-                errors
-                    .into_iter()
-                    .map(|e| format!("  - {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
+        let config: Self = writ_config::from_toml(toml).map_err(ConfigError::Invalid)?;
         config.check()?;
         Ok(config)
     }

@@ -1,0 +1,91 @@
+//! Layered configuration for writ's binaries (worker, ingress, edge): built-in
+//! defaults (the serde defaults of the target type) → the TOML file →
+//! `WRIT__SECTION__KEY` environment variables, later wins.
+//!
+//! One loader, so every binary layers, names unknown keys and reports all of
+//! its problems the same way; each binary keeps its own consistency checks.
+
+use std::path::Path;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+
+/// The environment prefix: `WRIT__KAFKA__BOOTSTRAP_SERVERS` sets `[kafka] bootstrap_servers`.
+pub const ENV_PREFIX: &str = "WRIT__";
+
+/// Loads `T` from `file` (if given) overlaid with the `WRIT__*` environment.
+/// The error lists every problem, one per line.
+pub fn load<T: DeserializeOwned>(file: Option<&Path>) -> Result<T, String> {
+    let mut figment = Figment::new();
+    if let Some(path) = file {
+        // figment treats a missing file as empty; a typo in a path must not
+        // silently start a service on defaults.
+        if !path.exists() {
+            return Err(format!("config file {} does not exist", path.display()));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    extract(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+}
+
+/// Parses `T` from a TOML string, without the environment (tests, `writ dev`).
+pub fn from_toml<T: DeserializeOwned>(toml: &str) -> Result<T, String> {
+    extract(Figment::new().merge(Toml::string(toml)))
+}
+
+fn extract<T: DeserializeOwned>(figment: Figment) -> Result<T, String> {
+    figment.extract().map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| format!("  - {e}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Sample {
+        name: String,
+        #[serde(default)]
+        kafka: Kafka,
+    }
+
+    #[derive(Debug, Default, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Kafka {
+        #[serde(default)]
+        bootstrap_servers: String,
+    }
+
+    #[test]
+    // figment's `Jail` closure returns figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn the_environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "name = \"file\"\n[kafka]\nbootstrap_servers = \"a:1\"\n",
+            )?;
+            jail.set_env("WRIT__KAFKA__BOOTSTRAP_SERVERS", "b:2");
+            let s: Sample = load(Some(Path::new("c.toml"))).unwrap();
+            assert_eq!(s.name, "file");
+            assert_eq!(s.kafka.bootstrap_servers, "b:2");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_named() {
+        let err = from_toml::<Sample>("name = \"x\"\nnmae = \"typo\"\n").unwrap_err();
+        assert!(err.contains("nmae"), "{err}");
+        let err = load::<Sample>(Some(Path::new("/no/such/writ.toml"))).unwrap_err();
+        assert!(err.contains("/no/such/writ.toml"), "{err}");
+    }
+}
