@@ -34,6 +34,54 @@ pub fn from_toml<T: DeserializeOwned>(toml: &str) -> Result<T, String> {
     extract(Figment::new().merge(Toml::string(toml)))
 }
 
+/// The `[log]` section every binary shares.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info,writ_worker=debug` (`RUST_LOG` wins when set).
+    pub filter: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line (with the current span), for log search.
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// Installs the process's tracing subscriber (stderr) for the `[log]` section;
+/// a second call is a no-op, so embedding several components in one process works.
+pub fn init_logging(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
+}
+
 fn extract<T: DeserializeOwned>(figment: Figment) -> Result<T, String> {
     figment.extract().map_err(|errors| {
         errors

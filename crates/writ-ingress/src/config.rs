@@ -141,35 +141,7 @@ impl Default for StoreConfig {
     }
 }
 
-/// Log output.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `human` or `json`.
-    pub format: LogFormat,
-    /// A `tracing` filter (`RUST_LOG` wins when set).
-    pub filter: String,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Human,
-    /// One JSON object per line.
-    Json,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Human,
-            filter: "info".to_owned(),
-        }
-    }
-}
+pub use writ_config::{LogConfig, LogFormat};
 
 /// One accepted command type.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -15,19 +15,4 @@ pub mod server;
 pub use config::{Profile, WorkerConfig};
 pub use runtime::Worker;
 
-/// Installs the tracing subscriber for the configured log format.
-pub fn init_logging(log: &config::LogConfig) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match log.format {
-        config::LogFormat::Human => builder.try_init(),
-        config::LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-    };
-}
+pub use writ_config::init_logging;
