@@ -144,6 +144,9 @@ step() { # step NAME CMD... : run CMD, remember a failure, go on with the next s
   fi
 }
 
+# A clean clone never reuses incremental state; writing it costs disk and time.
+if [[ -n "${CI:-}" ]]; then export CARGO_INCREMENTAL=0; fi
+
 if [[ "${WRIT_TEST_SKIP_LINT:-}" != 1 ]]; then
   step "cargo fmt --check" cargo fmt --all --check
   step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
@@ -156,6 +159,7 @@ else
   step "cargo test" cargo test --workspace --no-fail-fast
 fi
 
+echo "==> disk: target $(du -sh "${CARGO_TARGET_DIR:-$ROOT/target}" 2>/dev/null | cut -f1), free $(df -h --output=avail "$ROOT" | tail -1 | tr -d ' ')"
 if [[ ${#FAILED[@]} -gt 0 ]]; then
   echo "==> FAILED: ${FAILED[*]}"
   exit "${FIRST_RC:-1}"
