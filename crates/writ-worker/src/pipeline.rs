@@ -54,6 +54,8 @@ pub struct BatchReport {
     pub refused: usize,
     /// Records dead-lettered.
     pub dead_lettered: usize,
+    /// Of those, commands dead-lettered because retries ran out (no inbox record).
+    pub exhausted: usize,
 }
 
 /// A batch whose master effects are durable, with what remains to deliver.
@@ -65,6 +67,12 @@ pub struct Prepared {
     pub offsets: Vec<(String, i32, i64)>,
     /// What the batch came to.
     pub report: BatchReport,
+    /// Some command was dead-lettered without an inbox record (retries
+    /// exhausted against an unreachable master). Until this batch's offsets
+    /// are committed, a crash would redeliver it and a recovered master would
+    /// then apply it *after* newer commands of the same entity — so no later
+    /// batch may be applied before that commit.
+    pub needs_commit_before_next: bool,
 }
 
 /// Everything a batch needs; shared by the run loop.
@@ -182,6 +190,7 @@ impl Pipeline {
                 outgoing,
                 offsets,
                 report,
+                needs_commit_before_next: report.exhausted > 0,
             })
         }
         .instrument(span)
@@ -448,6 +457,7 @@ impl Pipeline {
                 last_failure,
             } => {
                 report.dead_lettered += 1;
+                report.exhausted += 1;
                 self.metrics.dead_lettered(DlqReason::RetriesExhausted, 1);
                 self.metrics.outcome(SubmissionState::DeadLettered, 1);
                 outgoing.push(self.dead_letter(

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::consumer::CommitMode;
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use writ_codec::{PayloadCodec, RegistrySettings, SchemaCatalog};
@@ -40,6 +41,18 @@ pub struct Worker {
 impl Worker {
     /// Connects the master, Kafka clients and the HTTP listener.
     pub async fn connect(config: WorkerConfig) -> anyhow::Result<Self> {
+        let master = writ_store::connect(&config.master)
+            .await
+            .context("connecting the master")?;
+        Self::with_master(config, master).await
+    }
+
+    /// Like [`Worker::connect`], but applies to a [`writ_store::Master`] of the
+    /// caller's own (the `[master]` section of `config` is then not used).
+    pub async fn with_master(
+        config: WorkerConfig,
+        master: Arc<dyn writ_store::Master>,
+    ) -> anyhow::Result<Self> {
         let layout = TopicLayout::new(&config.domain)?;
         let catalog = match &config.schemas_dir {
             Some(dir) => SchemaCatalog::load_dir(dir)
@@ -50,9 +63,6 @@ impl Worker {
             catalog,
             config.registry_url.as_deref().map(RegistrySettings::new),
         )?;
-        let master = writ_store::connect(&config.master)
-            .await
-            .context("connecting the master")?;
         let producer = RecordProducer::new(&config.kafka)?;
         let topic = match config.profile {
             Profile::Interactive => layout.commands(),
@@ -176,19 +186,32 @@ impl Worker {
         // Delivery runs one batch behind: while batch N's status events are
         // produced and acknowledged (and only then its offsets stored), batch
         // N+1 is gathered, decoded and applied. Offsets still follow acks.
-        let (deliver_tx, mut deliver_rx) = tokio::sync::mpsc::channel::<Prepared>(1);
+        // A batch that must be committed before the next one applies carries
+        // a sender the delivery task answers once the commit is durable.
+        let (deliver_tx, mut deliver_rx) =
+            tokio::sync::mpsc::channel::<(Prepared, Option<oneshot::Sender<()>>)>(1);
         let mut delivery = {
             let pipeline = pipeline.clone();
             let consumer = consumer.clone();
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                while let Some(mut prepared) = deliver_rx.recv().await {
+                while let Some((mut prepared, committed)) = deliver_rx.recv().await {
                     let offsets = std::mem::take(&mut prepared.offsets);
                     let report = prepared.report;
                     pipeline.deliver(prepared).await?;
                     let t = std::time::Instant::now();
                     consumer.store_offsets(offsets.iter().map(|(t, p, o)| (t.as_str(), *p, *o)))?;
-                    if let Err(e) = consumer.commit(CommitMode::Async) {
+                    if let Some(committed) = committed {
+                        let c = consumer.clone();
+                        tokio::task::spawn_blocking(move || c.commit(CommitMode::Sync))
+                            .await
+                            .context("commit task panicked")?
+                            .context(
+                                "committing offsets past dead-lettered commands failed; stopping \
+                                 so that whoever consumes next replays them in order",
+                            )?;
+                        let _ = committed.send(());
+                    } else if let Err(e) = consumer.commit(CommitMode::Async) {
                         metrics.commit_failed();
                         warn!(error = %e, "async offset commit failed; the next commit covers it");
                     }
@@ -261,9 +284,23 @@ impl Worker {
                         break;
                     }
                 };
-                if deliver_tx.send(prepared).await.is_err() {
+                let (committed_tx, committed_rx) = if prepared.needs_commit_before_next {
+                    let (tx, rx) = oneshot::channel();
+                    (Some(tx), Some(rx))
+                } else {
+                    (None, None)
+                };
+                if deliver_tx.send((prepared, committed_tx)).await.is_err() {
                     // The delivery task stopped; its error is collected below.
                     break;
+                }
+                if let Some(committed) = committed_rx {
+                    info!("commands were dead-lettered after exhausting retries; committing before applying more");
+                    tokio::select! {
+                        // An Err means the delivery task stopped; its error is collected below.
+                        done = committed => if done.is_err() { break },
+                        _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => break,
+                    }
                 }
             }
             Ok(())

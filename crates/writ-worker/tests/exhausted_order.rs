@@ -1,0 +1,211 @@
+//! A command dead-lettered because the master stayed unreachable has no inbox
+//! record. Were a later command of the same entity applied before the dead
+//! letter's offset is committed, a crash would redeliver the dead-lettered one
+//! and a recovered master would apply it *after* its successor. The worker must
+//! therefore commit past such a batch before applying the next one: proved here
+//! on the embedded mock cluster (with latency, so an unguarded worker would
+//! apply first) and a master that looks at the group's committed offset at the
+//! moment it applies.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use writ_core::dlq::{self, DlqReason};
+use writ_core::{CommandEnvelope, ContentType, TopicLayout};
+use writ_kafka::{ConsumedRecord, KafkaSettings, OutgoingRecord, RecordProducer};
+use writ_store::{ApplyResult, Command, Master, MasterError, Outcome};
+use writ_worker::{Worker, WorkerConfig};
+
+/// Refuses (retryably) every batch holding `down_for`; for any other command,
+/// records the group's committed offset of partition 0 when it is applied.
+struct ProbingMaster {
+    down_for: String,
+    probe: BaseConsumer,
+    topic: String,
+    applied: Mutex<Vec<(String, Option<i64>)>>,
+}
+
+#[async_trait]
+impl Master for ProbingMaster {
+    fn kind(&self) -> &'static str {
+        "probe"
+    }
+
+    fn handles(&self, _command_type: &str) -> bool {
+        true
+    }
+
+    async fn apply(&self, batch: &[Command]) -> Result<Vec<ApplyResult>, MasterError> {
+        if batch.iter().any(|c| c.envelope.id == self.down_for) {
+            return Err(MasterError::Unavailable {
+                message: "connection refused".into(),
+                retry_after: None,
+            });
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, 0);
+        let committed = self
+            .probe
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("offset fetch")
+            .find_partition(&self.topic, 0)
+            .and_then(|p| match p.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+        let mut applied = self.applied.lock().unwrap();
+        Ok(batch
+            .iter()
+            .map(|c| {
+                applied.push((c.envelope.id.clone(), committed));
+                ApplyResult {
+                    outcome: Outcome::Applied {
+                        canonical_id: c.envelope.subject.clone(),
+                        version: Some(1),
+                    },
+                    duplicate: false,
+                    recorded_at: OffsetDateTime::now_utc(),
+                }
+            })
+            .collect())
+    }
+
+    async fn read(
+        &self,
+        _command_type: &str,
+        _entity_key: &str,
+    ) -> Result<Option<(serde_json::Value, Option<i64>)>, MasterError> {
+        Ok(None)
+    }
+
+    async fn expire_inbox(&self, _older_than: OffsetDateTime) -> Result<u64, MasterError> {
+        Ok(0)
+    }
+}
+
+fn upsert(layout: &TopicLayout, id: &str, seq: i64) -> OutgoingRecord {
+    let envelope = CommandEnvelope::new(
+        id,
+        "/tenants/acme/tests",
+        "customer.upsert.v1",
+        ContentType::Json,
+    )
+    .with_subject("cust-1");
+    let payload = serde_json::json!({
+        "customer_id": "cust-1", "name": "Ada", "email": "ada@example.com", "seq": seq
+    });
+    OutgoingRecord::command(
+        layout.commands(),
+        &envelope,
+        serde_json::to_vec(&payload).unwrap(),
+    )
+}
+
+fn read_all(settings: &KafkaSettings, topic: &str) -> Vec<ConsumedRecord> {
+    let consumer: BaseConsumer = settings.reader_config().unwrap().create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(ConsumedRecord::from_message(&m));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_of_an_exhausted_command_applies_only_after_the_commit_past_it() {
+    writ_testkit::init_tracing();
+    let kafka = writ_testkit::mock_kafka(1);
+    let layout = TopicLayout::new(&writ_testkit::unique_name("exhausted")).unwrap();
+    for topic in [layout.commands(), layout.status(), layout.dlq()] {
+        kafka.create_mock_topic(&topic, 1).unwrap();
+    }
+    let settings = KafkaSettings::new(kafka.bootstrap_servers());
+    let producer = RecordProducer::new(&settings).unwrap();
+    // The command the master cannot take, then its entity's next command.
+    for r in producer
+        .send_all(&[upsert(&layout, "first", 1), upsert(&layout, "second", 2)])
+        .await
+    {
+        r.unwrap();
+    }
+
+    let group = writ_testkit::unique_name("exhausted-group");
+    let config = WorkerConfig::from_toml(&format!(
+        r#"
+domain = "{domain}"
+group_id = "{group}"
+listen = "127.0.0.1:0"
+drain_timeout_ms = 3000
+batch = {{ max_records = 1, linger_ms = 0 }}
+retry = {{ max_attempts = 2, initial_backoff_ms = 10, max_backoff_ms = 20, max_elapsed_ms = 1000 }}
+status_format = "json"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+properties = {{ "session.timeout.ms" = "6000" }}
+[master]
+kind = "sqlite"
+url = "sqlite::memory:"
+"#,
+        domain = layout.domain(),
+        bootstrap = kafka.bootstrap_servers(),
+    ))
+    .unwrap();
+    let probe: BaseConsumer = settings
+        .reader_config()
+        .unwrap()
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    let master = Arc::new(ProbingMaster {
+        down_for: "first".into(),
+        probe,
+        topic: layout.commands(),
+        applied: Mutex::new(Vec::new()),
+    });
+    // Every round trip now takes 150 ms: status and dead-letter acks and the
+    // commit are slow, so a worker that does not wait for the commit applies
+    // the successor long before the commit lands.
+    kafka
+        .broker_round_trip_time(1, Duration::from_millis(150))
+        .unwrap();
+
+    let worker = Worker::with_master(config, master.clone()).await.unwrap();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker.run(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while master.applied.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the successor was never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("worker drains")
+        .unwrap()
+        .unwrap();
+
+    let applied = master.applied.lock().unwrap().clone();
+    assert_eq!(
+        applied,
+        vec![("second".to_owned(), Some(1))],
+        "the successor must see the group committed past the dead letter (offset 1) when it applies"
+    );
+    let dead = read_all(&settings, &layout.dlq());
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].headers.get_str("ce_id"), Some("first"));
+    assert_eq!(
+        dead[0].headers.get_str(dlq::REASON),
+        Some(DlqReason::RetriesExhausted.as_str())
+    );
+}
