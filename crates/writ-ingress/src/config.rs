@@ -87,6 +87,9 @@ impl WireFormat {
     }
 }
 
+/// The longest `limits.max_wait_ms` accepted: CP-1 is for answers within a request.
+pub const MAX_WAIT_CEILING_MS: u64 = 600_000;
+
 /// Request and upload limits.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -271,6 +274,23 @@ impl IngressConfig {
         if l.produce_timeout_ms == 0 {
             return bad("limits.produce_timeout_ms must be positive".into());
         }
+        if l.upload_max_bytes == 0 {
+            return bad("limits.upload_max_bytes must be positive".into());
+        }
+        // `Retry-After: 0` turns every client of a struggling broker into a busy loop.
+        if !(1..=3600).contains(&l.retry_after_seconds) {
+            return bad(format!(
+                "limits.retry_after_seconds must be between 1 and 3600, got {}",
+                l.retry_after_seconds
+            ));
+        }
+        // Every waiting request holds a connection and a status subscription.
+        if l.max_wait_ms > MAX_WAIT_CEILING_MS {
+            return bad(format!(
+                "limits.max_wait_ms must be at most {MAX_WAIT_CEILING_MS} (10 minutes), got {}",
+                l.max_wait_ms
+            ));
+        }
         if self.store.retention_ms == 0 {
             return bad("store.retention_ms must be positive".into());
         }
@@ -316,6 +336,24 @@ mod tests {
         domain = "customers"
         entity_key = "customer_id"
     "#;
+
+    #[test]
+    fn limits_that_cannot_work_are_refused_with_their_name() {
+        for (setting, needle) in [
+            ("upload_max_bytes = 0", "upload_max_bytes"),
+            ("retry_after_seconds = 0", "retry_after_seconds"),
+            ("retry_after_seconds = 86400", "retry_after_seconds"),
+            ("max_wait_ms = 3600000", "max_wait_ms"),
+            ("body_max_bytes = 0", "body_max_bytes"),
+            ("produce_timeout_ms = 0", "produce_timeout_ms"),
+        ] {
+            let toml = format!("{MINIMAL}\n[limits]\n{setting}\n");
+            let err = IngressConfig::from_toml(&toml).unwrap_err().to_string();
+            assert!(err.contains(needle), "{setting}: {err}");
+        }
+        let ok = format!("{MINIMAL}\n[limits]\nmax_wait_ms = 0\nretry_after_seconds = 1\n");
+        IngressConfig::from_toml(&ok).expect("no waiting at all is a valid choice");
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {
