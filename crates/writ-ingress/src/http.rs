@@ -902,9 +902,24 @@ async fn get_types(
 }
 
 /// Liveness.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process is alive")))]
-async fn healthz() -> &'static str {
-    "ok"
+/// Liveness: the process answers and its producer can still produce. An
+/// idempotent producer that hit a fatal error (e.g. an out-of-order sequence)
+/// refuses every later record; only a new process recovers, so say so to the
+/// orchestrator instead of answering `503` to every client forever.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process is alive"), (status = 503, body = ProblemDoc, content_type = "application/problem+json")))]
+async fn healthz(State(s): State<AppState>) -> Response {
+    use rdkafka::producer::Producer;
+    match s.producer.inner().client().fatal_error() {
+        None => "ok".into_response(),
+        Some((code, reason)) => {
+            tracing::error!(?code, %reason, "the Kafka producer hit a fatal error; this process must be restarted");
+            Problem::unavailable(
+                format!("the Kafka producer hit a fatal error ({code:?}); restart the process"),
+                s.limits.retry_after_seconds,
+            )
+            .into_response()
+        }
+    }
 }
 
 /// Readiness: the status view caught up and the broker answers.

@@ -189,6 +189,11 @@ impl Ingress {
         }
     }
 
+    /// The producer commands and `ACCEPTED` events go through.
+    pub fn producer(&self) -> &writ_kafka::RecordProducer {
+        self.submitter.producer()
+    }
+
     /// The submission engine behind the HTTP handlers.
     pub fn submitter(&self) -> &Arc<Submitter> {
         &self.submitter

@@ -250,6 +250,11 @@ impl Submitter {
         &self.view
     }
 
+    /// The producer commands and `ACCEPTED` events go through.
+    pub fn producer(&self) -> &RecordProducer {
+        &self.producer
+    }
+
     /// The codec (schemas for `GET /v1/types`).
     pub fn codec(&self) -> &PayloadCodec {
         &self.codec

@@ -517,6 +517,9 @@ async fn operational_endpoints_answer() {
         StatusCode::OK
     );
     let doc = call(&app, Method::GET, "/openapi.json", None, &[], Body::empty()).await;
+    assert!(doc.body["paths"]["/healthz"]["get"]["responses"]
+        .get("503")
+        .is_some());
     assert!(doc.body["paths"].get("/v1/commands/{type}").is_some());
     let types = call(
         &app,
@@ -734,4 +737,39 @@ async fn the_ingress_hosts_draft_submissions() {
         cloudevents::from_headers(&topics.read_topic(&topics.layout.commands())[0].headers)
             .unwrap();
     assert_eq!(envelope.draft_id.as_deref(), Some("d-1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_producer_error_fails_liveness_so_the_process_is_restarted() {
+    let topics = mock_topics("fatal").await;
+    let ingress = topics.ingress("").await;
+    let app = ingress.router();
+    let health = call(&app, Method::GET, "/healthz", None, &[], Body::empty()).await;
+    assert_eq!(health.status, StatusCode::OK);
+
+    // librdkafka's own test hook raises the fatal error an idempotent producer
+    // gets from, e.g., an out-of-order sequence number.
+    use rdkafka::producer::Producer;
+    let reason = std::ffi::CString::new("injected by the test").unwrap();
+    let rc = unsafe {
+        rdkafka::bindings::rd_kafka_test_fatal_error(
+            ingress.producer().inner().client().native_ptr(),
+            rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+            reason.as_ptr(),
+        )
+    };
+    assert_eq!(
+        rc,
+        rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+    );
+    let health = call(&app, Method::GET, "/healthz", None, &[], Body::empty()).await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        health.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("restart the process"),
+        "{:?}",
+        health.body
+    );
 }
