@@ -87,6 +87,13 @@ fi
 echo "    $("$PGBIN/postgres" --version) in $PGBIN"
 end_section
 
+# The ingress benchmark measures CP-2 with wrk, a standard HTTP load tool.
+if [[ "$*" == *bench* ]] && ! command -v wrk >/dev/null; then
+  section "wrk (for benchmarks)"
+  apt_install wrk
+  end_section
+fi
+
 section "python venv ($VENV)"
 ensure_venv
 echo "    ${PY_PKGS[*]}; tansu: $TANSU_BIN"

@@ -7,6 +7,9 @@
 //!   ceiling the ingress is compared to (it produces two records per command);
 //! - (b) CP-2: `WRIT_BENCH_CONCURRENCY` (default 64) HTTP/1.1 clients posting
 //!   `WRIT_BENCH_N` (default 20000) commands with unique keys;
+//! - (b′) CP-2 again with `wrk` (a standard HTTP load tool; `tests/run.sh`
+//!   installs it for benchmarks): `WRIT_BENCH_WRK_CONNECTIONS` (default 256)
+//!   connections for `WRIT_BENCH_WRK_SECONDS` (default 10);
 //! - (c) CP-1 (when PostgreSQL is available): `WRIT_BENCH_RATE` (default 500)
 //!   requests/s for `WRIT_BENCH_SECONDS` (default 10) with `Prefer: wait=5`
 //!   and the interactive worker running in-process; p50/p99 latency.
@@ -37,6 +40,72 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 fn payload(i: usize) -> serde_json::Value {
     json!({"customer_id": format!("cust-{:05}", i % 1000), "name": format!("Customer number {i} of the benchmark"), "email": format!("c{i}@example.com")})
+}
+
+/// `wrk` posts unique commands: each thread numbers its own requests, so
+/// idempotency keys never collide across threads or runs.
+const WRK_SCRIPT: &str = r#"
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  counter = 0
+  run = args[1]
+end
+function request()
+  counter = counter + 1
+  local body = string.format(
+    '{"customer_id":"cust-%05d","name":"Customer %d of the benchmark","email":"c%d@example.com"}',
+    counter % 1000, counter, counter)
+  return wrk.format("POST", "/v1/commands/customer.upsert.v1", {
+    ["Authorization"] = "Bearer " .. run_key,
+    ["Content-Type"] = "application/json",
+    ["Idempotency-Key"] = "wrk-" .. run .. "-" .. tid .. "-" .. counter,
+  }, body)
+end
+"#;
+
+/// (b′): `WRIT_BENCH_WRK_CONNECTIONS` (default 256) connections for
+/// `WRIT_BENCH_WRK_SECONDS` (default 10) with `wrk`, if it is on the PATH.
+fn wrk_cp2(base: &str) {
+    if std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("(b') skipped: wrk is not installed (apt-get install wrk)");
+        return;
+    }
+    let connections = env_usize("WRIT_BENCH_WRK_CONNECTIONS", 256);
+    let seconds = env_usize("WRIT_BENCH_WRK_SECONDS", 10);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("cp2.lua");
+    std::fs::write(&script, format!("run_key = \"{ACME}\"\n{WRK_SCRIPT}")).unwrap();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let out = std::process::Command::new("wrk")
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
+        .arg("--latency")
+        .arg("-s")
+        .arg(&script)
+        .arg(base)
+        .arg("--")
+        .arg(&run)
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
+    };
+    let rps = field("Requests/sec:").unwrap_or_else(|| panic!("wrk printed no rate:\n{text}"));
+    let non_2xx = field("Non-2xx or 3xx responses:").unwrap_or_else(|| "0".into());
+    let errors = field("Socket errors:").unwrap_or_else(|| "none".into());
+    let p99 = field("99%").unwrap_or_default();
+    println!(
+        "(b') CP-2 with wrk, {connections} connections, {seconds} s: {rps} requests/s, p99 {p99}, non-2xx {non_2xx}, socket errors: {errors}"
+    );
 }
 
 fn main() {
@@ -128,6 +197,9 @@ async fn run() {
         100.0 * cp2 / raw,
         failures.load(Ordering::Relaxed)
     );
+
+    // (b′) CP-2 with a standard load tool, when installed.
+    wrk_cp2(&ingress.base);
 
     // (c) CP-1 latency at a fixed rate, with the worker applying to PostgreSQL.
     let Some(pg) = writ_testkit::postgres().await else {

@@ -6,6 +6,8 @@
 //!   the upsert — issued straight from memory in transactions of the same
 //!   batch size, set-based (UNNEST), no Kafka, no writ runtime;
 //! - (a′) the upsert alone, no inbox: what exactly-once costs;
+//! - (a″) writ's PostgreSQL master adapter applying the same commands from
+//!   memory: what the adapter adds to (a), and what the runtime adds to it;
 //! - (b)  raw consume of the loaded topic, nothing applied;
 //! - (c)  `writ-worker` (bulk profile, separate process) end to end: decode,
 //!   apply with inbox, status events produced and acknowledged, offsets
@@ -158,6 +160,37 @@ async fn ceiling(pool: &PgPool, cmds: &[Cmd], batch: usize, with_inbox: bool) ->
     cmds.len() as f64 / started.elapsed().as_secs_f64()
 }
 
+/// (a″): writ's own SQL master adapter applying the same commands, decoded
+/// in memory, in batches of the same size — no Kafka, no runtime. Next to (a)
+/// it shows what the adapter adds to the database work; next to (c), what
+/// the runtime around it costs.
+async fn adapter_alone(master: &dyn writ_store::Master, cmds: &[Cmd], batch: usize) -> f64 {
+    let commands: Vec<writ_store::Command> = cmds
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let envelope = CommandEnvelope::new(
+                format!("bench-{i}"),
+                "/tenants/bench/loader",
+                "customer.upsert.v1",
+                ContentType::Json,
+            )
+            .with_subject(&c.customer);
+            writ_store::Command {
+                submission_id: envelope.submission_id(),
+                fingerprint: writ_core::payload_fingerprint(&c.payload),
+                envelope,
+                payload: c.payload.clone(),
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    for chunk in commands.chunks(batch) {
+        master.apply(chunk).await.expect("adapter apply");
+    }
+    cmds.len() as f64 / started.elapsed().as_secs_f64()
+}
+
 /// (b): consume the topic without applying.
 async fn raw_consume(settings: &KafkaSettings, topic: &str, n: usize) -> f64 {
     let consumer =
@@ -214,6 +247,39 @@ async fn stage_seconds(port: u16) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The worker's configuration for the benchmark's master database.
+fn worker_config(
+    layout: &TopicLayout,
+    batch: usize,
+    bootstrap: &str,
+    url: &str,
+    port: u16,
+) -> String {
+    format!(
+        r#"domain = "{domain}"
+profile = "bulk"
+listen = "127.0.0.1:{port}"
+drain_timeout_ms = 4000
+[batch]
+max_records = {batch}
+[kafka]
+bootstrap_servers = "{bootstrap}"
+properties = {{ "session.timeout.ms" = "6000" }}
+[master]
+kind = "postgres"
+url = "{url}"
+max_connections = 4
+[master.types."customer.upsert.v1"]
+table = "customers"
+mode = "upsert"
+key_columns = ["customer_id"]
+columns = {{ customer_id = "customer_id", name = "name", email = "email", tier = "tier", phone = "phone", city = "address.city", seq = "seq" }}
+version_column = "version"
+"#,
+        domain = layout.domain(),
+    )
 }
 
 fn main() {
@@ -299,6 +365,26 @@ async fn run() {
         "  (a') upsert alone:  {a_prime:>9.0} commands/s (exactly-once costs {:.0}%)",
         (1.0 - a / a_prime) * 100.0
     );
+    let adapter_db = writ_testkit::postgres().await.unwrap();
+    sqlx::raw_sql(TABLE_DDL)
+        .execute(adapter_db.pool())
+        .await
+        .unwrap();
+    let adapter_config = writ_worker::WorkerConfig::from_toml(&worker_config(
+        &layout,
+        batch,
+        &bootstrap,
+        adapter_db.url(),
+        0,
+    ))
+    .unwrap();
+    let adapter = writ_store::connect(&adapter_config.master).await.unwrap();
+    let a_adapter = adapter_alone(adapter.as_ref(), &cmds, batch).await;
+    println!(
+        "  (a\") writ's adapter: {a_adapter:>9.0} commands/s (PostgreSQL master from memory: probe, writes, inbox; {:.0}% of a)",
+        100.0 * a_adapter / a
+    );
+    drop(adapter);
     drop(cmds);
     let b = raw_consume(&settings, &layout.bulk(), n).await;
     println!("  (b)  raw consume:   {b:>9.0} records/s");
@@ -314,31 +400,7 @@ async fn run() {
         .execute(master_db.pool())
         .await
         .unwrap();
-    let config = format!(
-        r#"domain = "{domain}"
-profile = "bulk"
-listen = "127.0.0.1:{port}"
-drain_timeout_ms = 4000
-[batch]
-max_records = {batch}
-[kafka]
-bootstrap_servers = "{bootstrap}"
-properties = {{ "session.timeout.ms" = "6000" }}
-[master]
-kind = "postgres"
-url = "{url}"
-max_connections = 4
-[master.types."customer.upsert.v1"]
-table = "customers"
-mode = "upsert"
-key_columns = ["customer_id"]
-columns = {{ customer_id = "customer_id", name = "name", email = "email", tier = "tier", phone = "phone", city = "address.city", seq = "seq" }}
-version_column = "version"
-"#,
-        domain = layout.domain(),
-        url = master_db.url(),
-        port = metrics_port,
-    );
+    let config = worker_config(&layout, batch, &bootstrap, master_db.url(), metrics_port);
     let file = std::env::temp_dir().join(format!("writ-bench-{}.toml", Uuid::new_v4()));
     std::fs::write(&file, config).unwrap();
     let group = format!("writ-{}-bulk", layout.domain());

@@ -68,8 +68,19 @@ impl Worker {
             Profile::Interactive => layout.commands(),
             Profile::Bulk => layout.bulk(),
         };
+        let mut consumer_settings = config.kafka.clone();
+        if config.profile == Profile::Interactive {
+            // A broker answers a fetch early once data arrives, but not every
+            // Kafka-protocol broker does; the interactive profile must not then
+            // add librdkafka's 500 ms default wait to every CP-1 answer. Idle,
+            // it costs a few empty fetches per second.
+            consumer_settings
+                .properties
+                .entry("fetch.wait.max.ms".into())
+                .or_insert_with(|| "50".into());
+        }
         let consumer = Arc::new(BatchConsumer::new(
-            &config.kafka,
+            &consumer_settings,
             &config.group_id(),
             &[&topic],
         )?);
