@@ -7,12 +7,14 @@
 
 mod docker;
 pub mod kafka;
+pub mod logs;
 pub mod names;
 pub mod postgres;
 pub mod python;
 pub mod registry;
 
 pub use kafka::{kafka, kafka_with_brokers, mock_kafka, BrokerKind, TestKafka};
+pub use logs::{line_at, LogCapture};
 pub use names::{unique_db_name, unique_group, unique_name, unique_topic};
 pub use postgres::{postgres, TestPostgres};
 pub use python::{python, repo_root, run_interop, run_interop_with_timeout};
