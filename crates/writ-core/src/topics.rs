@@ -88,6 +88,22 @@ pub struct TopicSettings {
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
+/// Kafka's default record limit: broker `message.max.bytes` and topic
+/// `max.message.bytes` (1 MiB + 12). Command topics keep it.
+pub const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
+/// Room a DLQ copy needs on top of its original: the `writ.dlq.*` headers
+/// (each value sanitized to at most [`crate::dlq::MAX_MESSAGE_LEN`] bytes).
+pub const DLQ_HEADROOM_BYTES: usize = 64 * 1024;
+
+/// The record limit of the DLQ topic and of writ's producers. A dead letter
+/// is the original record plus headers, so the DLQ and the producer writing
+/// it must take more than the largest record a default command topic (or a
+/// default librdkafka or Java producer) lets through. Without the headroom a
+/// poison record near the limit could never be dead-lettered, and its
+/// partition would stop for good.
+pub const DLQ_MAX_MESSAGE_BYTES: usize = KAFKA_DEFAULT_MAX_MESSAGE_BYTES + DLQ_HEADROOM_BYTES;
+
 impl Default for TopicSettings {
     fn default() -> Self {
         Self {
@@ -209,6 +225,7 @@ impl TopicLayout {
                 vec![
                     ("cleanup.policy", "delete".into()),
                     ("retention.ms", s.dlq_retention_ms.to_string()),
+                    ("max.message.bytes", DLQ_MAX_MESSAGE_BYTES.to_string()),
                 ],
             ),
         ]
@@ -267,5 +284,30 @@ mod tests {
         assert!(single
             .iter()
             .all(|t| t.configs.iter().all(|(k, _)| k != "min.insync.replicas")));
+    }
+
+    #[test]
+    fn the_dlq_takes_a_dead_letter_of_the_largest_command() {
+        let specs = TopicLayout::new("c")
+            .unwrap()
+            .specs(&TopicSettings::default());
+        let max = |role: TopicRole| {
+            specs
+                .iter()
+                .find(|t| t.role == role)
+                .unwrap()
+                .configs
+                .iter()
+                .find(|(k, _)| k == "max.message.bytes")
+                .map(|(_, v)| v.parse::<usize>().unwrap())
+        };
+        assert_eq!(max(TopicRole::Commands), None, "commands keep the default");
+        // A full set of writ.dlq.* headers with maximal messages fits the headroom.
+        let headers = 11 * (64 + crate::dlq::MAX_MESSAGE_LEN);
+        assert!(
+            max(TopicRole::Dlq).unwrap() >= KAFKA_DEFAULT_MAX_MESSAGE_BYTES + headers,
+            "{:?}",
+            max(TopicRole::Dlq)
+        );
     }
 }

@@ -124,7 +124,15 @@ impl KafkaSettings {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
-            .set("message.timeout.ms", "30000");
+            .set("message.timeout.ms", "30000")
+            // librdkafka's default (1 000 000) is below what a command topic
+            // accepts, and a DLQ copy is its original plus headers: without
+            // room above the command limit, a poison record near it could
+            // never be dead-lettered (see `DLQ_MAX_MESSAGE_BYTES`).
+            .set(
+                "message.max.bytes",
+                writ_core::topics::DLQ_MAX_MESSAGE_BYTES.to_string(),
+            );
         merge(&mut c, self.base_config("producer")?);
         Ok(c)
     }
@@ -230,6 +238,9 @@ mod tests {
             "user tuning wins over defaults"
         );
         assert_eq!(c.get("client.id"), Some("writ-producer"));
+        // Room for a DLQ copy of the largest record a default topic accepts.
+        let max: usize = c.get("message.max.bytes").unwrap().parse().unwrap();
+        assert!(max >= writ_core::topics::KAFKA_DEFAULT_MAX_MESSAGE_BYTES + 16 * 1024);
     }
 
     #[test]
