@@ -198,9 +198,17 @@ impl Pipeline {
     }
 
     /// Produces a prepared batch's records and waits for every acknowledgement.
+    /// Dead letters go first: a `DEAD_LETTERED` status must never announce a
+    /// DLQ record that a failed produce left unwritten.
     pub async fn deliver(&self, prepared: Prepared) -> Result<(), PipelineError> {
         let t = Instant::now();
-        self.produce_all(prepared.outgoing).await?;
+        let dlq = self.layout.dlq();
+        let (dead_letters, statuses): (Vec<_>, Vec<_>) =
+            prepared.outgoing.into_iter().partition(|r| r.topic == dlq);
+        if !dead_letters.is_empty() {
+            self.produce_all(dead_letters).await?;
+        }
+        self.produce_all(statuses).await?;
         self.metrics.stage("produce", t.elapsed());
         debug!(report = ?prepared.report, "batch delivered");
         Ok(())

@@ -268,11 +268,18 @@ impl Worker {
                 Ok::<(), anyhow::Error>(())
             })
         };
+        // Set when the delivery task ended while the loop ran (it only ends early on an error).
+        let mut delivery_ended = None;
         let result: anyhow::Result<()> = async {
             loop {
                 let (batch, decoded) = tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,
+                    // A failed delivery stops the worker now, not when the next batch arrives.
+                    ended = &mut delivery => {
+                        delivery_ended = Some(ended);
+                        break;
+                    }
                     side_done = side.join_next() => {
                         match side_done {
                             Some(Ok(Ok(()))) | None => anyhow::bail!("a worker side task stopped unexpectedly"),
@@ -329,7 +336,11 @@ impl Worker {
         };
         let result = result.and(gathered);
         drop(deliver_tx);
-        let delivered = match tokio::time::timeout(drain, &mut delivery).await {
+        let ended = match delivery_ended {
+            Some(ended) => Ok(ended),
+            None => tokio::time::timeout(drain, &mut delivery).await,
+        };
+        let delivered = match ended {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(anyhow::anyhow!("delivery task panicked: {e}")),
             Err(_) => {

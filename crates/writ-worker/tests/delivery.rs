@@ -1,11 +1,16 @@
-//! A command dead-lettered because the master stayed unreachable has no inbox
-//! record. Were a later command of the same entity applied before the dead
-//! letter's offset is committed, a crash would redeliver the dead-lettered one
-//! and a recovered master would apply it *after* its successor. The worker must
-//! therefore commit past such a batch before applying the next one: proved here
-//! on the embedded mock cluster (with latency, so an unguarded worker would
-//! apply first) and a master that looks at the group's committed offset at the
-//! moment it applies.
+//! What the worker promises about delivery, on the embedded mock cluster with
+//! a master of the test's own:
+//!
+//! - A command dead-lettered because the master stayed unreachable has no
+//!   inbox record. Were a later command of the same entity applied before the
+//!   dead letter's offset is committed, a crash would redeliver the dead-lettered
+//!   one and a recovered master would apply it *after* its successor. So the
+//!   worker commits past such a batch before applying the next one (proved with
+//!   broker latency, so an unguarded worker would apply first, and a master that
+//!   looks at the group's committed offset at the moment it applies).
+//! - Dead letters are acknowledged before the statuses announcing them, and a
+//!   delivery that fails stops the worker at once (not when the next batch
+//!   arrives), offsets uncommitted.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +24,7 @@ use writ_core::dlq::{self, DlqReason};
 use writ_core::{CommandEnvelope, ContentType, TopicLayout};
 use writ_kafka::{ConsumedRecord, KafkaSettings, OutgoingRecord, RecordProducer};
 use writ_store::{ApplyResult, Command, Master, MasterError, Outcome};
+use writ_testkit::TestKafka;
 use writ_worker::{Worker, WorkerConfig};
 
 /// Refuses (retryably) every batch holding `down_for`; for any other command,
@@ -122,26 +128,9 @@ fn read_all(settings: &KafkaSettings, topic: &str) -> Vec<ConsumedRecord> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_successor_of_an_exhausted_command_applies_only_after_the_commit_past_it() {
-    writ_testkit::init_tracing();
-    let kafka = writ_testkit::mock_kafka(1);
-    let layout = TopicLayout::new(&writ_testkit::unique_name("exhausted")).unwrap();
-    for topic in [layout.commands(), layout.status(), layout.dlq()] {
-        kafka.create_mock_topic(&topic, 1).unwrap();
-    }
-    let settings = KafkaSettings::new(kafka.bootstrap_servers());
-    let producer = RecordProducer::new(&settings).unwrap();
-    // The command the master cannot take, then its entity's next command.
-    for r in producer
-        .send_all(&[upsert(&layout, "first", 1), upsert(&layout, "second", 2)])
-        .await
-    {
-        r.unwrap();
-    }
-
-    let group = writ_testkit::unique_name("exhausted-group");
-    let config = WorkerConfig::from_toml(&format!(
+/// One record per batch, two quick attempts, JSON statuses.
+fn worker_config(kafka: &TestKafka, layout: &TopicLayout, group: &str) -> WorkerConfig {
+    WorkerConfig::from_toml(&format!(
         r#"
 domain = "{domain}"
 group_id = "{group}"
@@ -160,7 +149,35 @@ url = "sqlite::memory:"
         domain = layout.domain(),
         bootstrap = kafka.bootstrap_servers(),
     ))
-    .unwrap();
+    .unwrap()
+}
+
+/// A mock cluster with the layout's command, status and DLQ topics.
+fn mock_with_topics(prefix: &str) -> (TestKafka, TopicLayout, KafkaSettings) {
+    writ_testkit::init_tracing();
+    let kafka = writ_testkit::mock_kafka(1);
+    let layout = TopicLayout::new(&writ_testkit::unique_name(prefix)).unwrap();
+    for topic in [layout.commands(), layout.status(), layout.dlq()] {
+        kafka.create_mock_topic(&topic, 1).unwrap();
+    }
+    let settings = KafkaSettings::new(kafka.bootstrap_servers());
+    (kafka, layout, settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_of_an_exhausted_command_applies_only_after_the_commit_past_it() {
+    let (kafka, layout, settings) = mock_with_topics("exhausted");
+    let producer = RecordProducer::new(&settings).unwrap();
+    // The command the master cannot take, then its entity's next command.
+    for r in producer
+        .send_all(&[upsert(&layout, "first", 1), upsert(&layout, "second", 2)])
+        .await
+    {
+        r.unwrap();
+    }
+
+    let group = writ_testkit::unique_name("exhausted-group");
+    let config = worker_config(&kafka, &layout, &group);
     let probe: BaseConsumer = settings
         .reader_config()
         .unwrap()
@@ -207,5 +224,64 @@ url = "sqlite::memory:"
     assert_eq!(
         dead[0].headers.get_str(dlq::REASON),
         Some(DlqReason::RetriesExhausted.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_that_cannot_be_written_is_never_announced_and_stops_the_worker() {
+    let (kafka, layout, settings) = mock_with_topics("undeliverable");
+    // Every produce to the DLQ is refused (permanently) from now on.
+    let dlq = layout.dlq();
+    kafka
+        .with_mock(move |m| {
+            m.topic_error(
+                &dlq,
+                rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+            )
+        })
+        .unwrap()
+        .unwrap();
+    let mut poison = upsert(&layout, "poison", 1);
+    poison.value = Some(b"{not json".to_vec());
+    let producer = RecordProducer::new(&settings).unwrap();
+    for r in producer.send_all(&[poison]).await {
+        r.unwrap();
+    }
+
+    let group = writ_testkit::unique_name("undeliverable-group");
+    let master = writ_store::connect(&worker_config(&kafka, &layout, &group).master)
+        .await
+        .unwrap();
+    let worker = Worker::with_master(worker_config(&kafka, &layout, &group), master)
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    // Never cancelled: the worker must stop by itself.
+    let ended = tokio::time::timeout(Duration::from_secs(30), worker.run(stop.clone()))
+        .await
+        .expect("a worker whose delivery failed stops without waiting for more records");
+    let err = format!("{:#}", ended.expect_err("a failed delivery is an error"));
+    assert!(err.contains("dead letters"), "{err}");
+    assert!(
+        read_all(&settings, &layout.status()).is_empty(),
+        "no DEAD_LETTERED status may announce a dead letter that was never written"
+    );
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&layout.commands(), 0);
+    let probe: BaseConsumer = settings
+        .reader_config()
+        .unwrap()
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    let committed = probe
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        !matches!(
+            committed.find_partition(&layout.commands(), 0).unwrap().offset(),
+            Offset::Offset(o) if o > 0
+        ),
+        "the poison record's offset stays uncommitted"
     );
 }
