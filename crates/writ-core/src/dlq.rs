@@ -36,12 +36,27 @@ pub const FIRST_FAILURE_AT: &str = "writ.dlq.first.failure.at";
 pub const LAST_FAILURE_AT: &str = "writ.dlq.last.failure.at";
 /// `writ.dlq.worker.id`.
 pub const WORKER_ID: &str = "writ.dlq.worker.id";
+/// `writ.dlq.value.omitted`: the original value's size in bytes, on a dead
+/// letter whose value had to be left out because the copy would not fit the
+/// DLQ topic; the original stays at its topic/partition/offset while retained.
+pub const VALUE_OMITTED: &str = "writ.dlq.value.omitted";
 /// `writ.replay.id`.
 pub const REPLAY_ID: &str = "writ.replay.id";
 /// `writ.replay.from` (`dlq-topic:partition:offset`).
 pub const REPLAY_FROM: &str = "writ.replay.from";
 /// `writ.replay.at` (RFC 3339).
 pub const REPLAY_AT: &str = "writ.replay.at";
+
+/// Approximate bytes a record takes on the wire: key, value, header names
+/// and values (what a produce limit counts, less the batch framing).
+pub fn record_size(key: Option<&[u8]>, value: Option<&[u8]>, headers: &Headers) -> usize {
+    key.map_or(0, <[u8]>::len)
+        + value.map_or(0, <[u8]>::len)
+        + headers
+            .iter()
+            .map(|(n, v)| n.len() + v.map_or(0, <[u8]>::len))
+            .sum::<usize>()
+}
 
 /// Longest error message kept in a DLQ header (bytes).
 pub const MAX_MESSAGE_LEN: usize = 1024;

@@ -24,6 +24,7 @@ const RECORDS_CONSUMED: &str = "writ_records_consumed_total";
 const COMMANDS: &str = "writ_commands_total";
 const DEDUPE_HITS: &str = "writ_dedupe_hits_total";
 const DLQ_RECORDS: &str = "writ_dlq_records_total";
+const DLQ_VALUE_OMITTED: &str = "writ_dlq_value_omitted_total";
 const BATCH_RECORDS: &str = "writ_batch_records";
 const APPLY_DURATION: &str = "writ_apply_duration_seconds";
 const APPLY_RETRIES: &str = "writ_apply_retries_total";
@@ -127,6 +128,11 @@ fn describe_all() {
         Unit::Count,
         "Records sent to the DLQ, by reason."
     );
+    describe_counter!(
+        DLQ_VALUE_OMITTED,
+        Unit::Count,
+        "Dead letters produced without their value: the copy would not fit the DLQ topic."
+    );
     describe_histogram!(BATCH_RECORDS, Unit::Count, "Records per applied batch.");
     describe_histogram!(
         STAGE_DURATION,
@@ -212,6 +218,11 @@ impl WorkerMetrics {
     pub fn dead_lettered(&self, reason: DlqReason, n: u64) {
         let labels = self.labels_with("reason", reason_label(reason));
         metrics::counter!(DLQ_RECORDS, labels).increment(n);
+    }
+
+    /// A dead letter was produced without its value (too large for the DLQ topic).
+    pub fn dlq_value_omitted(&self) {
+        metrics::counter!(DLQ_VALUE_OMITTED, self.labels()).increment(1);
     }
 
     /// One batch applied: its size and how long the apply took.

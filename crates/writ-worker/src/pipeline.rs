@@ -11,7 +11,7 @@ use std::time::Instant;
 use time::OffsetDateTime;
 use tracing::{debug, debug_span, info, info_span, warn, Instrument};
 use writ_codec::{CodecError, PayloadCodec};
-use writ_core::dlq::{dlq_headers, DlqFailure, DlqReason};
+use writ_core::dlq::{self, dlq_headers, DlqFailure, DlqReason};
 use writ_core::fingerprint::raw_fingerprint;
 use writ_core::{
     cloudevents, Classified, CommandEnvelope, Headers, StatusError, StatusEvent, SubmissionState,
@@ -25,6 +25,10 @@ use crate::decode::{decode_record, DeadLetter, Decoded};
 use crate::metrics::WorkerMetrics;
 use crate::rate::AdaptiveRateLimiter;
 use crate::retry::RetryPolicy;
+
+/// The largest dead letter produced with its value: the DLQ topic's record
+/// limit less room for the record batch framing.
+const DLQ_COPY_LIMIT: usize = writ_core::topics::DLQ_MAX_MESSAGE_BYTES - 4096;
 
 /// A failure that stops the worker: offsets stay uncommitted, and a restart
 /// replays the batch (a no-op for what was applied, thanks to the inbox).
@@ -560,11 +564,30 @@ impl Pipeline {
             last_failure_at: last_failure,
             worker_id: self.worker_id.clone(),
         };
+        let mut headers = dlq_headers(&record.headers, &failure);
+        let mut value = record.value.clone();
+        let size = dlq::record_size(record.key.as_deref(), value.as_deref(), &headers);
+        if size > DLQ_COPY_LIMIT {
+            // A copy that cannot be produced would stop this partition for
+            // good; a copy without its value still tells the operator what
+            // failed and where the original is.
+            let omitted = value.take().map_or(0, |v| v.len());
+            headers.push(dlq::VALUE_OMITTED, omitted.to_string());
+            tracing::error!(
+                topic = %record.topic,
+                partition = record.partition,
+                offset = record.offset,
+                bytes = size,
+                limit = DLQ_COPY_LIMIT,
+                "dead letter too large for the DLQ topic: its value is omitted; the original stays at its offset while retained"
+            );
+            self.metrics.dlq_value_omitted();
+        }
         OutgoingRecord {
             topic: self.layout.dlq(),
             key: record.key.clone(),
-            value: record.value.clone(),
-            headers: dlq_headers(&record.headers, &failure),
+            value,
+            headers,
             partition: None,
         }
     }

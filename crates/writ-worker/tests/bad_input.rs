@@ -18,8 +18,8 @@ use support::Stack;
 use tokio_util::sync::CancellationToken;
 use writ_codec::{PayloadCodec, RegistrySettings, SchemaCatalog};
 use writ_core::dlq::{self, DlqReason};
-use writ_core::{cloudevents, CommandEnvelope, ContentType, Headers, SubmissionState};
-use writ_kafka::{ConsumedRecord, OutgoingRecord};
+use writ_core::{cloudevents, CommandEnvelope, ContentType, Headers, StatusEvent, SubmissionState};
+use writ_kafka::{ConsumedRecord, OutgoingRecord, RecordProducer};
 use writ_testkit::registry::RegistryFixture;
 use writ_worker::{Worker, WorkerConfig};
 
@@ -610,12 +610,13 @@ fn headers_size(h: &Headers) -> usize {
 /// like the original, the copy's produce failed permanently, the worker's
 /// delivery stopped, the offsets were never committed and every restart
 /// failed the same way: one big bad record stopped its partition for good.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_record_at_the_size_limit_is_dead_lettered_too() {
-    let Some(stack) = Stack::new("badbig", 1).await else {
-        eprintln!("skipping: the raw-Kafka bad-input table needs PostgreSQL");
-        return;
-    };
+/// Produces good, an unparseable record with a value of `value_len` bytes,
+/// good (one entity) and runs a worker until all three are answered; returns
+/// the statuses, the DLQ records and the big record as produced.
+async fn run_big_poison(
+    stack: &Stack,
+    value_len: impl FnOnce(&OutgoingRecord) -> usize,
+) -> (Vec<StatusEvent>, Vec<ConsumedRecord>, OutgoingRecord) {
     let good = |id: &str, seq: i64| {
         OutgoingRecord::command(
             stack.layout.commands(),
@@ -624,15 +625,21 @@ async fn a_poison_record_at_the_size_limit_is_dead_lettered_too() {
         )
     };
     let mut big = good("big-poison", 2);
-    let room = 1_000_000 - 200 - big.key.as_ref().unwrap().len() - headers_size(&big.headers);
     let mut value = b"{\"customer_id\": \"cust-a\", \"name\": \"".to_vec();
-    value.resize(room, b'x'); // an unterminated string: not JSON
+    value.resize(value_len(&big), b'x'); // an unterminated string: not JSON
     big.value = Some(value);
-    stack
-        .produce(&[good("before-big", 1), big.clone(), good("after-big", 3)])
-        .await;
+    // A producer whose limit is above the DLQ's, like one writing to a command
+    // topic configured for bigger records.
+    let producer =
+        RecordProducer::new(&stack.settings.clone().with("message.max.bytes", "4000000")).unwrap();
+    for r in producer
+        .send_all(&[good("before-big", 1), big.clone(), good("after-big", 3)])
+        .await
+    {
+        r.expect("produce");
+    }
 
-    let (token, handle) = start_worker(&stack, "").await;
+    let (token, handle) = start_worker(stack, "").await;
     let statuses = stack.wait_statuses(3, Duration::from_secs(60)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let dlq = loop {
@@ -658,16 +665,49 @@ async fn a_poison_record_at_the_size_limit_is_dead_lettered_too() {
     assert_eq!(state("after-big"), Some(SubmissionState::Applied));
     assert_eq!(dlq[0].headers.get_str(dlq::REASON), Some("POISON"));
     assert_eq!(dlq[0].headers.get_str(dlq::ERROR_CLASS), Some("POISON"));
-    assert!(
-        dlq[0].value == big.value,
-        "the DLQ copy keeps the whole value"
-    );
     assert_eq!(
-        history(&stack).await,
+        history(stack).await,
         vec![
             ("cust-a".to_owned(), Some(1)),
             ("cust-a".to_owned(), Some(3))
         ],
         "the good commands around it are applied once, in order"
     );
+    (statuses, dlq, big)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_at_the_size_limit_is_dead_lettered_too() {
+    let Some(stack) = Stack::new("badbig", 1).await else {
+        eprintln!("skipping: the raw-Kafka bad-input table needs PostgreSQL");
+        return;
+    };
+    // As big as a producer on librdkafka's defaults may send.
+    let (_, dlq, big) = run_big_poison(&stack, |r| {
+        1_000_000 - 200 - r.key.as_ref().unwrap().len() - headers_size(&r.headers)
+    })
+    .await;
+    assert!(
+        dlq[0].value == big.value,
+        "the DLQ copy keeps the whole value"
+    );
+    assert_eq!(dlq[0].headers.get_str(dlq::VALUE_OMITTED), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_too_big_for_the_dlq_is_dead_lettered_without_its_value() {
+    let Some(stack) = Stack::new("badhuge", 1).await else {
+        eprintln!("skipping: the raw-Kafka bad-input table needs PostgreSQL");
+        return;
+    };
+    let (_, dlq, big) = run_big_poison(&stack, |_| 1_500_000).await;
+    assert_eq!(dlq[0].value, None, "the value is left out");
+    assert_eq!(
+        dlq[0].headers.get_str(dlq::VALUE_OMITTED),
+        Some("1500000"),
+        "and its size said"
+    );
+    assert_eq!(dlq[0].key, big.key);
+    let failure = dlq::parse_dlq_headers(&dlq[0].headers).unwrap();
+    assert_eq!(failure.original_offset, 1, "where the original still is");
 }

@@ -133,6 +133,16 @@ pub fn outgoing(
             position: position.clone(),
             reason: format!("no `{}` header", dlq::ORIGINAL_TOPIC),
         })?;
+    if let Some(bytes) = record.headers.get_str(dlq::VALUE_OMITTED) {
+        return Err(Unreplayable {
+            position,
+            reason: format!(
+                "its {bytes}-byte value did not fit the DLQ and was omitted; the original is at {topic}:{}@{} while retained",
+                record.headers.get_str(dlq::ORIGINAL_PARTITION).unwrap_or("?"),
+                record.headers.get_str(dlq::ORIGINAL_OFFSET).unwrap_or("?"),
+            ),
+        });
+    }
     let partition = record
         .headers
         .get_str(dlq::ORIGINAL_PARTITION)
@@ -542,6 +552,19 @@ mod tests {
         foreign.headers = Headers::new();
         let err = outgoing(&foreign, "n", datetime!(2026-11-27 12:00 UTC)).unwrap_err();
         assert_eq!(err.position, "2:7");
+    }
+
+    #[test]
+    fn a_dead_letter_without_its_value_is_not_replayed_as_an_empty_command() {
+        let mut r = dlq_record(0, 3);
+        r.value = None;
+        r.headers.push(dlq::VALUE_OMITTED, "1200000");
+        let err = outgoing(&r, "n", datetime!(2026-11-27 12:00 UTC)).unwrap_err();
+        assert!(
+            err.reason.contains("1200000-byte value")
+                && err.reason.contains("customers.commands:4@103"),
+            "{err}"
+        );
     }
 
     #[test]
