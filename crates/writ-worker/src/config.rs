@@ -113,6 +113,11 @@ pub struct WorkerConfig {
     /// Retry policy for retryable master failures.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// How many partition groups of one batch are applied at once, each in its
+    /// own master transaction (an entity lives in one partition, so its order
+    /// holds). Default: 2, or 1 for SQLite (one writer at a time).
+    #[serde(default)]
+    pub apply_lanes: Option<usize>,
     /// Also dead-letter permanently rejected commands (their status is REJECTED either way).
     #[serde(default)]
     pub dead_letter_rejections: bool,
@@ -215,7 +220,20 @@ impl WorkerConfig {
                 "batch.max_records and batch.max_bytes must be positive".into(),
             ));
         }
+        if self.apply_lanes == Some(0) {
+            return Err(ConfigError::Inconsistent(
+                "apply_lanes must be at least 1".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Partition groups of a batch applied concurrently (see `apply_lanes`).
+    pub fn apply_lanes(&self) -> usize {
+        self.apply_lanes.unwrap_or(match self.master {
+            writ_store::MasterConfig::Sqlite(_) => 1,
+            _ => 2,
+        })
     }
 
     /// Batch limits: configured values over the profile's defaults.
@@ -263,6 +281,20 @@ mod tests {
         let bulk = WorkerConfig::from_toml(&format!("profile = \"bulk\"\n{MINIMAL}")).unwrap();
         assert_eq!(bulk.batch_limits(), BatchLimits::BULK);
         assert_eq!(bulk.group_id(), "writ-customers-bulk");
+    }
+
+    #[test]
+    fn apply_lanes_default_by_master_and_zero_is_refused() {
+        assert_eq!(WorkerConfig::from_toml(MINIMAL).unwrap().apply_lanes(), 1);
+        let pg = MINIMAL.replace(
+            "kind = \"sqlite\"\n        url = \"sqlite::memory:\"",
+            "kind = \"postgres\"\n        url = \"postgres://h/db\"",
+        );
+        assert_eq!(WorkerConfig::from_toml(&pg).unwrap().apply_lanes(), 2);
+        let four = WorkerConfig::from_toml(&format!("apply_lanes = 4\n{pg}")).unwrap();
+        assert_eq!(four.apply_lanes(), 4);
+        let err = WorkerConfig::from_toml(&format!("apply_lanes = 0\n{MINIMAL}")).unwrap_err();
+        assert!(err.to_string().contains("apply_lanes"), "{err}");
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub struct Pipeline {
     pub status_format: StatusFormat,
     /// Also dead-letter rejected commands.
     pub dead_letter_rejections: bool,
+    /// Partition groups of a batch applied concurrently.
+    pub apply_lanes: usize,
 }
 
 /// How one record ended.
@@ -118,6 +120,25 @@ enum Resolution {
         last_failure: OffsetDateTime,
     },
     Dead(DeadLetter),
+}
+
+/// Maps a record's position in the batch to its lane: the batch's partitions
+/// are dealt round-robin over `lanes`, so a partition never spans two lanes.
+fn lane_assignment(records: &[ConsumedRecord], lanes: usize) -> impl Fn(usize) -> usize + '_ {
+    let mut partitions: Vec<(&str, i32)> = records
+        .iter()
+        .map(|r| (r.topic.as_str(), r.partition))
+        .collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    let lanes = lanes.max(1);
+    move |i| {
+        let r = &records[i];
+        let rank = partitions
+            .binary_search(&(r.topic.as_str(), r.partition))
+            .expect("every record's partition is listed");
+        rank % lanes
+    }
 }
 
 /// A run of commands applied together, with their positions in the batch.
@@ -153,24 +174,36 @@ impl Pipeline {
         async move {
             let mut resolutions: Vec<Option<Resolution>> =
                 (0..records.len()).map(|_| None).collect();
-            let mut chunk = Chunk {
-                positions: Vec::new(),
-                commands: Vec::new(),
-            };
+            let lane_of = lane_assignment(records, self.apply_lanes);
+            let mut lanes: Vec<Chunk> = (0..self.apply_lanes.max(1))
+                .map(|_| Chunk {
+                    positions: Vec::new(),
+                    commands: Vec::new(),
+                })
+                .collect();
             for (i, d) in decoded.into_iter().enumerate() {
                 match d {
                     Decoded::Command(c) => {
-                        chunk.positions.push(i);
-                        chunk.commands.push(c);
+                        let lane = &mut lanes[lane_of(i)];
+                        lane.positions.push(i);
+                        lane.commands.push(c);
                     }
                     Decoded::DeadLetter(dl) => resolutions[i] = Some(Resolution::Dead(dl)),
                 }
             }
             let t = Instant::now();
-            if !chunk.commands.is_empty() {
-                for (i, r) in self.apply_all(chunk).await? {
-                    resolutions[i] = Some(r);
-                }
+            // Each lane holds whole partitions, in offset order, and so every
+            // command of an entity: lanes may apply concurrently, each in its
+            // own transaction, so the master works while another lane waits.
+            let applied = futures::future::try_join_all(
+                lanes
+                    .into_iter()
+                    .filter(|l| !l.commands.is_empty())
+                    .map(|l| self.apply_all(l)),
+            )
+            .await?;
+            for (i, r) in applied.into_iter().flatten() {
+                resolutions[i] = Some(r);
             }
             self.metrics.stage("apply", t.elapsed());
             let t = Instant::now();
@@ -708,5 +741,42 @@ fn base_event(
         job_line: envelope.job_line,
         draft_id: envelope.draft_id.clone(),
         temp_id: envelope.temp_id.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(topic: &str, partition: i32, offset: i64) -> ConsumedRecord {
+        ConsumedRecord {
+            topic: topic.into(),
+            partition,
+            offset,
+            key: None,
+            value: None,
+            headers: Headers::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    #[test]
+    fn lanes_take_whole_partitions_dealt_round_robin() {
+        let records = vec![
+            at("t", 5, 0),
+            at("t", 0, 0),
+            at("t", 3, 0),
+            at("t", 0, 1),
+            at("t", 5, 1),
+            at("t", 3, 1),
+        ];
+        let lane = lane_assignment(&records, 2);
+        let lanes: Vec<usize> = (0..records.len()).map(&lane).collect();
+        // Partitions 0, 3, 5 rank 0, 1, 2: lanes 0, 1, 0.
+        assert_eq!(lanes, [0, 0, 1, 0, 0, 1]);
+        let one = lane_assignment(&records, 1);
+        assert!((0..records.len()).all(|i| one(i) == 0));
+        let many = lane_assignment(&records, 8);
+        assert_eq!(many(0), many(4), "a partition never spans two lanes");
     }
 }

@@ -99,6 +99,7 @@ impl Worker {
             worker_id: config.worker_id.clone(),
             status_format: config.status_format,
             dead_letter_rejections: config.dead_letter_rejections,
+            apply_lanes: config.apply_lanes(),
         });
         info!(
             worker_id = %config.worker_id,
