@@ -7,48 +7,23 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::Stack;
-use tokio_util::sync::CancellationToken;
 use writ_core::dlq::{self, DlqReason};
 use writ_core::{Headers, SubmissionState};
 use writ_kafka::OutgoingRecord;
-use writ_worker::{Worker, WorkerConfig};
-
-async fn start_worker(
-    stack: &Stack,
-    extra: &str,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let config = WorkerConfig::from_toml(&stack.worker_toml("interactive", extra)).unwrap();
-    let worker = Worker::connect(config).await.unwrap();
-    let token = CancellationToken::new();
-    let handle = tokio::spawn(worker.run(token.clone()));
-    (token, handle)
-}
-
-async fn stop(token: CancellationToken, handle: tokio::task::JoinHandle<anyhow::Result<()>>) {
-    token.cancel();
-    tokio::time::timeout(Duration::from_secs(20), handle)
-        .await
-        .expect("worker drains within 20 s")
-        .unwrap()
-        .unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_command_three_times_is_applied_once_and_answered_three_times() {
     let Some(stack) = Stack::new("dup", 2).await else {
         return;
     };
-    let (token, handle) = start_worker(&stack, "").await;
+    let (token, handle) = stack.start_worker("").await;
     let record = stack.upsert("dup-key-1", "cust-1", 1, "Ada");
     // Three deliveries of one command: a producer retry, a replay, a double click.
     for _ in 0..3 {
         stack.produce(std::slice::from_ref(&record)).await;
     }
     let statuses = stack.wait_statuses(3, Duration::from_secs(60)).await;
-    stop(token, handle).await;
+    support::stop_worker(token, handle).await.unwrap();
 
     assert_eq!(statuses.len(), 3, "{statuses:?}");
     let first = &statuses[0];
@@ -121,11 +96,11 @@ async fn poison_records_are_isolated_and_the_rest_of_the_batch_applies() {
     records.insert(9, stack.upsert("rejected", "cust-z", 1, "poison"));
     stack.produce(&records).await;
 
-    let (token, handle) = start_worker(&stack, "").await;
+    let (token, handle) = stack.start_worker("").await;
     // 10 good + 3 dead-lettered with envelopes + 1 rejected = 14 status events.
     let statuses = stack.wait_statuses(14, Duration::from_secs(60)).await;
     let dlq = stack.read_topic(&stack.layout.dlq());
-    stop(token, handle).await;
+    support::stop_worker(token, handle).await.unwrap();
 
     let state_of = |id: &str| statuses.iter().find(|s| s.id == id).map(|s| s.state);
     for i in 0..10 {
@@ -190,7 +165,7 @@ async fn a_version_mismatch_is_a_conflict_and_leaves_the_master_unchanged() {
     let Some(stack) = Stack::new("conflict", 1).await else {
         return;
     };
-    let (token, handle) = start_worker(&stack, "").await;
+    let (token, handle) = stack.start_worker("").await;
     stack
         .produce(&[stack.upsert("v-1", "cust-7", 1, "First")])
         .await;
@@ -212,7 +187,7 @@ async fn a_version_mismatch_is_a_conflict_and_leaves_the_master_unchanged() {
     );
     stack.produce(&[stale, current]).await;
     let statuses = stack.wait_statuses(3, Duration::from_secs(60)).await;
-    stop(token, handle).await;
+    support::stop_worker(token, handle).await.unwrap();
 
     let conflict = statuses.iter().find(|s| s.id == "v-2").unwrap();
     assert_eq!(conflict.state, SubmissionState::Conflict);

@@ -15,13 +15,11 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::Stack;
-use tokio_util::sync::CancellationToken;
 use writ_codec::{PayloadCodec, RegistrySettings, SchemaCatalog};
 use writ_core::dlq::{self, DlqReason};
 use writ_core::{cloudevents, CommandEnvelope, ContentType, Headers, StatusEvent, SubmissionState};
 use writ_kafka::{ConsumedRecord, OutgoingRecord, RecordProducer};
 use writ_testkit::registry::RegistryFixture;
-use writ_worker::{Worker, WorkerConfig};
 
 const SOURCE: &str = "/tenants/acme/raw-producer";
 const UPSERT: &str = "customer.upsert.v1";
@@ -295,20 +293,6 @@ fn table(stack: &Stack, avro: &[u8]) -> Vec<Case> {
     ]
 }
 
-async fn start_worker(
-    stack: &Stack,
-    extra: &str,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let config = WorkerConfig::from_toml(&stack.worker_toml("interactive", extra)).unwrap();
-    let worker = Worker::connect(config).await.unwrap();
-    let token = CancellationToken::new();
-    let handle = tokio::spawn(worker.run(token.clone()));
-    (token, handle)
-}
-
 /// Polls a topic until it holds `count` records (or panics after `timeout`).
 fn wait_topic(stack: &Stack, topic: &str, count: usize, timeout: Duration) -> Vec<ConsumedRecord> {
     let deadline = std::time::Instant::now() + timeout;
@@ -402,7 +386,7 @@ async fn every_bad_record_is_dead_lettered_with_its_reason_and_nothing_good_is_l
         "registry_url = \"{}\"\nstatus_format = \"json\"",
         registry.url
     );
-    let (token, handle) = start_worker(&stack, &extra).await;
+    let (token, handle) = stack.start_worker(&extra).await;
     let expected_statuses = good_count + cases.iter().filter(|c| c.status_id.is_some()).count();
     let statuses = stack
         .wait_statuses(expected_statuses, Duration::from_secs(120))
@@ -583,11 +567,8 @@ async fn every_bad_record_is_dead_lettered_with_its_reason_and_nothing_good_is_l
         "the command after the bad input is the last write"
     );
     assert!(!handle.is_finished(), "the worker task ended");
-    token.cancel();
-    tokio::time::timeout(Duration::from_secs(20), handle)
+    support::stop_worker(token, handle)
         .await
-        .expect("worker drains within 20 s")
-        .unwrap()
         .expect("the worker stops without an error");
     println!(
         "{} bad kinds, {good_count} good commands: dead-lettered and applied in {first_pass:?}, total {:?}",
@@ -639,7 +620,7 @@ async fn run_big_poison(
         r.expect("produce");
     }
 
-    let (token, handle) = start_worker(stack, "").await;
+    let (token, handle) = stack.start_worker("").await;
     let statuses = stack.wait_statuses(3, Duration::from_secs(60)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let dlq = loop {
@@ -648,11 +629,7 @@ async fn run_big_poison(
             break dlq;
         }
     };
-    token.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(20), handle)
-        .await
-        .expect("worker drains within 20 s")
-        .unwrap();
+    let stopped = support::stop_worker(token, handle).await;
     assert_eq!(
         dlq.len(),
         1,

@@ -102,12 +102,7 @@ async fn secret_field_values_never_reach_logs_statuses_or_dlq_headers() {
             }
         }
     };
-    token.cancel();
-    tokio::time::timeout(Duration::from_secs(20), handle)
-        .await
-        .expect("worker drains within 20 s")
-        .unwrap()
-        .unwrap();
+    support::stop_worker(token, handle).await.unwrap();
 
     // The paths under test were really taken.
     let state = |id: &str| {

@@ -177,6 +177,23 @@ columns = {{ customer_id = "customer_id" }}
         )
     }
 
+    /// Starts an interactive worker in-process on this stack (`extra`: more
+    /// top-level TOML); stop it with [`stop_worker`].
+    pub async fn start_worker(
+        &self,
+        extra: &str,
+    ) -> (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let config =
+            writ_worker::WorkerConfig::from_toml(&self.worker_toml("interactive", extra)).unwrap();
+        let worker = writ_worker::Worker::connect(config).await.unwrap();
+        let token = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(worker.run(token.clone()));
+        (token, handle)
+    }
+
     /// Produces records and waits for all acknowledgements.
     pub async fn produce(&self, records: &[OutgoingRecord]) {
         for chunk in records.chunks(5000) {
@@ -277,4 +294,17 @@ columns = {{ customer_id = "customer_id" }}
 /// The compiled worker binary.
 pub fn worker_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_writ-worker"))
+}
+
+/// Cancels a worker started by [`Stack::start_worker`] and returns how it
+/// ended; panics unless it drains within 20 s.
+pub async fn stop_worker(
+    token: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(20), handle)
+        .await
+        .expect("worker drains within 20 s")
+        .expect("worker task panicked")
 }
