@@ -279,6 +279,31 @@ pub fn from_headers(headers: &Headers) -> Result<CommandEnvelope, HeaderError> {
     Ok(envelope)
 }
 
+/// For a record [`from_headers`] refused: an envelope carrying just its
+/// identity — a valid `ce_id` and `ce_source`, so the submitter can still be
+/// told on the status topic that it was dead-lettered. `None` when the
+/// identity itself is what is broken (or the header count is abusive).
+/// `ce_type` is kept when readable, else `unknown`; the content type is a
+/// placeholder: nothing is decoded with this envelope.
+pub fn identity_from_headers(headers: &Headers) -> Option<CommandEnvelope> {
+    if headers.len() > MAX_HEADER_COUNT {
+        return None;
+    }
+    let id = required(headers, ID, MAX_ID_LEN).ok()?;
+    let source = required(headers, SOURCE, MAX_ATTRIBUTE_LEN).ok()?;
+    no_whitespace(SOURCE, source).ok()?;
+    let command_type = required(headers, TYPE, 255)
+        .ok()
+        .filter(|t| no_whitespace(TYPE, t).is_ok())
+        .unwrap_or("unknown");
+    let mut envelope = CommandEnvelope::new(id, source, command_type, ContentType::Json);
+    envelope.subject = optional(headers, SUBJECT, MAX_ATTRIBUTE_LEN)
+        .ok()
+        .flatten()
+        .map(str::to_owned);
+    Some(envelope)
+}
+
 /// Formats an instant as RFC 3339 (UTC, as CloudEvents `Timestamp` requires).
 pub fn format_time(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
@@ -415,6 +440,36 @@ mod tests {
         assert_eq!(h.get_str("content-type"), Some("application/avro"));
         assert_eq!(h.get_str("ce_time"), Some("2026-11-27T10:00:00.123Z"));
         assert_eq!(h.get_str("ce_expectedversion"), Some("3"));
+    }
+
+    #[test]
+    fn a_refused_record_keeps_its_identity_when_id_and_source_are_sound() {
+        let mut h = minimal_headers();
+        h.set(CONTENT_TYPE, "text/csv");
+        h.set(SPECVERSION, "0.3");
+        assert!(from_headers(&h).is_err());
+        let e = identity_from_headers(&h).expect("id and source are fine");
+        assert_eq!(
+            e.submission_id(),
+            from_headers(&minimal_headers()).unwrap().submission_id()
+        );
+        h.remove_where(|n| n == TYPE);
+        assert_eq!(identity_from_headers(&h).unwrap().command_type, "unknown");
+        for broken in [ID, SOURCE] {
+            let mut h = minimal_headers();
+            h.set(broken, "a\nb");
+            assert_eq!(identity_from_headers(&h), None, "{broken}");
+            h.remove_where(|n| n == broken);
+            assert_eq!(identity_from_headers(&h), None, "{broken} missing");
+        }
+        let mut twice = minimal_headers();
+        twice.push(ID, "other");
+        assert_eq!(identity_from_headers(&twice), None, "ambiguous id");
+        let mut flood = minimal_headers();
+        for i in 0..=MAX_HEADER_COUNT {
+            flood.push(format!("x-{i}"), "v");
+        }
+        assert_eq!(identity_from_headers(&flood), None);
     }
 
     #[test]

@@ -44,8 +44,9 @@ pub async fn decode_record(
                 reason: DlqReason::Poison,
                 code: e.code().to_owned(),
                 message: e.to_string(),
-                envelope: None,
-            }))
+                // With a readable id and source the submitter still gets a status.
+                envelope: cloudevents::identity_from_headers(&record.headers),
+            }));
         }
     };
     let dead = |reason, code: &str, message: String, envelope: CommandEnvelope| {

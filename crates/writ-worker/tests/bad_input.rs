@@ -38,8 +38,8 @@ struct Case {
     code: &'static str,
     /// Must appear in `writ.dlq.error.message`.
     message_has: &'static str,
-    /// `ce_id` of the DEAD_LETTERED status expected; `None` when the headers
-    /// are not a valid envelope (no identity to answer to).
+    /// `ce_id` of the DEAD_LETTERED status expected; `None` when the record's
+    /// identity (`ce_id`, `ce_source`) is broken: no submission to answer to.
     status_id: Option<String>,
 }
 
@@ -185,7 +185,7 @@ fn table(stack: &Stack, avro: &[u8]) -> Vec<Case> {
             poison,
             "INVALID_HEADERS",
             "specversion `0.3`",
-            false,
+            true,
         ),
         case(
             "ce_id twice",
@@ -203,7 +203,7 @@ fn table(stack: &Stack, avro: &[u8]) -> Vec<Case> {
             poison,
             "UNSUPPORTED_CONTENT_TYPE",
             "text/csv",
-            false,
+            true,
         ),
         case(
             "truncated Avro (registry-framed, body cut short)",
