@@ -14,26 +14,7 @@ use writ_core::dlq::DlqReason;
 use writ_core::{StatusEvent, SubmissionState};
 use writ_worker::{Worker, WorkerConfig};
 
-/// The master: the mapped table and a trigger-filled history that counts
-/// every write independently of writ's inbox.
-const MASTER_DDL: &str = r#"
-CREATE TABLE customers (
-    customer_id text PRIMARY KEY,
-    name text NOT NULL,
-    email text NOT NULL,
-    tier text,
-    seq bigint,
-    version bigint NOT NULL DEFAULT 0
-);
-CREATE TABLE customer_history (id bigserial PRIMARY KEY, customer_id text NOT NULL);
-CREATE FUNCTION record_customer_history() RETURNS trigger AS $$
-BEGIN
-    INSERT INTO customer_history (customer_id) VALUES (NEW.customer_id);
-    RETURN NEW;
-END $$ LANGUAGE plpgsql;
-CREATE TRIGGER customers_history AFTER INSERT OR UPDATE ON customers
-    FOR EACH ROW EXECUTE FUNCTION record_customer_history();
-"#;
+use writ_testkit::CUSTOMERS_MASTER_DDL as MASTER_DDL;
 
 fn worker_toml(d: &Domain, pg_url: &str) -> String {
     format!(

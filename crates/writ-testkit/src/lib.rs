@@ -6,6 +6,7 @@
 //! (PostgreSQL). Everything here is cheap to call from many tests in one process.
 
 mod docker;
+pub mod fixtures;
 pub mod kafka;
 pub mod logs;
 pub mod names;
@@ -13,6 +14,7 @@ pub mod postgres;
 pub mod python;
 pub mod registry;
 
+pub use fixtures::CUSTOMERS_MASTER_DDL;
 pub use kafka::{kafka, kafka_with_brokers, mock_kafka, BrokerKind, TestKafka};
 pub use logs::{line_at, LogCapture};
 pub use names::{unique_db_name, unique_group, unique_name, unique_topic};

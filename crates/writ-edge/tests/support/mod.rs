@@ -27,31 +27,8 @@ pub const GLOBEX_KEY: &str = "globex-secret";
 pub const ALICE_KEY: &str = "acme-alice-secret";
 pub const BOB_KEY: &str = "acme-bob-secret";
 
-/// Master DDL: the mapped table with a version column, plus a history table
-/// filled by a trigger on every write.
-pub const MASTER_DDL: &str = r#"
-CREATE TABLE customers (
-    customer_id text PRIMARY KEY,
-    name text NOT NULL CHECK (name <> 'poison'),
-    email text NOT NULL,
-    tier text,
-    seq bigint,
-    version bigint NOT NULL DEFAULT 0
-);
-CREATE TABLE customer_history (
-    id bigserial PRIMARY KEY,
-    customer_id text NOT NULL,
-    name text,
-    version bigint
-);
-CREATE FUNCTION record_customer_history() RETURNS trigger AS $$
-BEGIN
-    INSERT INTO customer_history (customer_id, name, version) VALUES (NEW.customer_id, NEW.name, NEW.version);
-    RETURN NEW;
-END $$ LANGUAGE plpgsql;
-CREATE TRIGGER customers_history AFTER INSERT OR UPDATE ON customers
-    FOR EACH ROW EXECUTE FUNCTION record_customer_history();
-"#;
+/// The example master (customers + trigger-filled history), shared by all tests.
+pub const MASTER_DDL: &str = writ_testkit::CUSTOMERS_MASTER_DDL;
 
 /// The `[auth]` section every test edge uses.
 pub fn auth_toml() -> String {

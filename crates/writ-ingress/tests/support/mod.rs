@@ -24,17 +24,8 @@ pub const GLOBEX: &str = "globex-test-key";
 /// API key of tenant `acme` limited to `customer.delete.v1`.
 pub const ACME_DELETE_ONLY: &str = "acme-delete-only-key";
 
-/// Master DDL for the end-to-end tests (the worker's example table).
-pub const MASTER_DDL: &str = r#"
-CREATE TABLE customers (
-    customer_id text PRIMARY KEY,
-    name text NOT NULL CHECK (name <> 'poison'),
-    email text NOT NULL,
-    tier text,
-    seq bigint,
-    version bigint NOT NULL DEFAULT 0
-);
-"#;
+/// The example master (customers + trigger-filled history), shared by all tests.
+pub const MASTER_DDL: &str = writ_testkit::CUSTOMERS_MASTER_DDL;
 
 /// Topics of one test domain on one broker.
 pub struct Topics {

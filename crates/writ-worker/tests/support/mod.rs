@@ -17,31 +17,8 @@ use writ_core::{CommandEnvelope, ContentType, StatusEvent, TopicLayout};
 use writ_kafka::{ConsumedRecord, KafkaSettings, OutgoingRecord, RecordProducer};
 use writ_testkit::{TestKafka, TestPostgres};
 
-/// Master DDL: the mapped table, plus a history table filled by a trigger on
-/// every write — the independent witness of "applied exactly once, in order".
-pub const MASTER_DDL: &str = r#"
-CREATE TABLE customers (
-    customer_id text PRIMARY KEY,
-    name text NOT NULL CHECK (name <> 'poison'),
-    email text NOT NULL,
-    tier text,
-    seq bigint,
-    version bigint NOT NULL DEFAULT 0
-);
-CREATE TABLE customer_history (
-    id bigserial PRIMARY KEY,
-    customer_id text NOT NULL,
-    seq bigint,
-    name text
-);
-CREATE FUNCTION record_customer_history() RETURNS trigger AS $$
-BEGIN
-    INSERT INTO customer_history (customer_id, seq, name) VALUES (NEW.customer_id, NEW.seq, NEW.name);
-    RETURN NEW;
-END $$ LANGUAGE plpgsql;
-CREATE TRIGGER customers_history AFTER INSERT OR UPDATE ON customers
-    FOR EACH ROW EXECUTE FUNCTION record_customer_history();
-"#;
+/// The example master (customers + trigger-filled history), shared by all tests.
+pub const MASTER_DDL: &str = writ_testkit::CUSTOMERS_MASTER_DDL;
 
 /// One test's world: topics, master database, clients.
 pub struct Stack {
