@@ -7,6 +7,9 @@
 
 use std::path::Path;
 
+mod process;
+pub use process::{report_failure, shutdown_on_signal};
+
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::de::DeserializeOwned;

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 use writ_edge::{init_logging, reconcile, Edge, EdgeConfig};
 
 /// writ's edge service: local writes now, synced to the master later.
@@ -99,8 +98,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: EdgeConfig) -> ExitCode {
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let shutdown = writ_config::shutdown_on_signal();
     let result = async {
         let edge = Edge::connect(config).await?;
         edge.run(shutdown).await
@@ -108,26 +106,6 @@ async fn serve(config: EdgeConfig) -> ExitCode {
     .await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "edge failed");
-            eprintln!("error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
-            ExitCode::FAILURE
-        }
+        Err(e) => writ_config::report_failure("edge", &e),
     }
-}
-
-async fn signal_shutdown(token: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term =
-        signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail on unix");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-    }
-    token.cancel();
 }

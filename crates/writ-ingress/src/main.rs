@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 use writ_ingress::{init_logging, Ingress, IngressConfig};
 
 /// writ's HTTP ingress.
@@ -41,8 +40,7 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config.log);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let shutdown = writ_config::shutdown_on_signal();
     let result = async {
         let ingress = Ingress::start(config).await?;
         ingress.run(shutdown).await
@@ -50,26 +48,6 @@ async fn main() -> ExitCode {
     .await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "ingress failed");
-            eprintln!("error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
-            ExitCode::FAILURE
-        }
+        Err(e) => writ_config::report_failure("ingress", &e),
     }
-}
-
-async fn signal_shutdown(token: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term =
-        signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail on unix");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-    }
-    token.cancel();
 }

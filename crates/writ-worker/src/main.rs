@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 use writ_worker::{init_logging, Worker, WorkerConfig};
 
 /// writ's apply worker.
@@ -60,8 +59,7 @@ async fn run() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config.log);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let shutdown = writ_config::shutdown_on_signal();
     let result = async {
         let worker = Worker::connect(config).await?;
         worker.run(shutdown).await
@@ -69,24 +67,6 @@ async fn run() -> ExitCode {
     .await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "worker failed");
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            ExitCode::FAILURE
-        }
+        Err(e) => writ_config::report_failure("worker", e.as_ref()),
     }
-}
-
-async fn signal_shutdown(token: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term =
-        signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail on unix");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
-    }
-    token.cancel();
 }
