@@ -251,7 +251,8 @@ pub struct JobBody {
     pub state: String,
     /// Non-blank lines read.
     pub lines: u64,
-    /// Commands produced.
+    /// Commands produced (by this upload, or by an interrupted earlier
+    /// attempt of the same job): `lines = produced + invalid + replayed`.
     pub produced: u64,
     /// Lines refused by the ingress.
     pub invalid: u64,

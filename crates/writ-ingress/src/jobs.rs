@@ -338,6 +338,9 @@ impl Chunker<'_> {
         let mut again = Vec::new();
         let mut replayed = 0;
         let mut tracked = 0;
+        // Lines an earlier, interrupted attempt of this job already produced
+        // and the worker finished: produced by this job, not again now.
+        let mut resumed = 0;
         // A key repeated inside the chunk is judged against its first line.
         let mut first_in_chunk: HashMap<Uuid, String> = HashMap::new();
         for p in prepared {
@@ -369,6 +372,7 @@ impl Chunker<'_> {
                 // Finished in an earlier attempt of this very job: still this job's line.
                 Known::Replay(e) if e.job_id.as_deref() == Some(job.job_id.as_str()) => {
                     tracked += 1;
+                    resumed += 1;
                 }
                 Known::Replay(_) => replayed += 1,
                 Known::Reused(_) => errors.push(reused(line)),
@@ -385,7 +389,7 @@ impl Chunker<'_> {
         metrics.job_lines("produced", new.len() as u64);
         metrics.job_lines("invalid", errors.len() as u64);
         metrics.job_lines("replayed", replayed);
-        job.produced += new.len() as u64;
+        job.produced += new.len() as u64 + resumed;
         job.tracked += tracked;
         job.invalid += errors.len() as u64;
         job.replayed += replayed;

@@ -14,6 +14,7 @@ use support::{Topics, ACME, ACME_DELETE_ONLY, GLOBEX};
 use tower::ServiceExt;
 use writ_codec::{PayloadCodec, SchemaCatalog};
 use writ_core::{cloudevents, SubmissionState};
+use writ_ingress::IngressConfig;
 
 struct Answer {
     status: StatusCode,
@@ -771,5 +772,83 @@ async fn a_fatal_producer_error_fails_liveness_so_the_process_is_restarted() {
             .contains("restart the process"),
         "{:?}",
         health.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_interrupted_upload_counts_every_line_once() {
+    let topics = mock_topics("resume").await;
+    // One line per chunk: what was read before the break is in Kafka.
+    let config = IngressConfig::from_toml(
+        &topics
+            .ingress_toml("")
+            .replace("upload_chunk_lines = 500", "upload_chunk_lines = 1"),
+    )
+    .unwrap();
+    let ingress = writ_ingress::Ingress::start(config).await.unwrap();
+    assert!(ingress.caught_up(std::time::Duration::from_secs(30)).await);
+    let app = ingress.router();
+    let lines: Vec<String> = (1..=3)
+        .map(|i| format!("{}\n", customer(&format!("c-{i}"), "Ada")))
+        .collect();
+    // The client's connection breaks after two lines.
+    let first_two = lines[..2].to_vec();
+    let broken = futures::stream::iter(
+        first_two
+            .into_iter()
+            .map(|l| Ok::<_, std::io::Error>(bytes::Bytes::from(l)))
+            .chain(std::iter::once(Err(std::io::Error::other(
+                "connection reset",
+            )))),
+    );
+    let cut = call(
+        &app,
+        Method::POST,
+        "/v1/jobs?type=customer.upsert.v1",
+        Some(ACME),
+        &[("idempotency-key", "upload-resume")],
+        Body::from_stream(broken),
+    )
+    .await;
+    assert!(cut.status.is_client_error(), "{}", cut.body);
+    let bulk = topics.read_topic(&topics.layout.bulk());
+    assert_eq!(bulk.len(), 2, "the two lines read were produced");
+    // The worker applies them meanwhile.
+    let view = ingress.status_view();
+    for r in &bulk {
+        let id = cloudevents::from_headers(&r.headers)
+            .unwrap()
+            .submission_id();
+        let mut applied = view.get(id).await.unwrap().expect("announced");
+        applied.state = SubmissionState::Applied;
+        applied.applied_at = Some(time::OffsetDateTime::now_utc());
+        view.apply(&[applied], &[]).await.unwrap();
+    }
+
+    let again = call(
+        &app,
+        Method::POST,
+        "/v1/jobs?type=customer.upsert.v1",
+        Some(ACME),
+        &[("idempotency-key", "upload-resume")],
+        lines.concat(),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
+    assert_eq!(again.body["lines"], 3);
+    assert_eq!(
+        (
+            again.body["produced"].as_u64(),
+            again.body["invalid"].as_u64(),
+            again.body["replayed"].as_u64()
+        ),
+        (Some(3), Some(0), Some(0)),
+        "lines = produced + invalid + replayed: {}",
+        again.body
+    );
+    assert_eq!(
+        topics.read_topic(&topics.layout.bulk()).len(),
+        3,
+        "only the missing line was produced again"
     );
 }
