@@ -145,6 +145,9 @@ fn lane_assignment(records: &[ConsumedRecord], lanes: usize) -> impl Fn(usize) -
 struct Chunk {
     positions: Vec<usize>,
     commands: Vec<Command>,
+    /// Set on the halves of a chunk that exhausted its retries: how many
+    /// applies had succeeded at that moment (see `apply_all`).
+    exhausted_split_at: Option<u64>,
 }
 
 impl Pipeline {
@@ -179,6 +182,7 @@ impl Pipeline {
                 .map(|_| Chunk {
                     positions: Vec::new(),
                     commands: Vec::new(),
+                    exhausted_split_at: None,
                 })
                 .collect();
             for (i, d) in decoded.into_iter().enumerate() {
@@ -279,9 +283,17 @@ impl Pipeline {
 
     /// Applies commands in order, splitting failing chunks to isolate the
     /// records that fail them; retryable failures back off and retry.
+    ///
+    /// A chunk that exhausts its retries is split once more before anything
+    /// is dead-lettered: one command that keeps failing (a row locked for
+    /// good, a trigger that always aborts) must not take its whole batch to
+    /// the DLQ. Its halves are split further only while the master is
+    /// answering other work (an apply succeeded since the split); with a
+    /// master that is simply down, that stops after one split.
     async fn apply_all(&self, all: Chunk) -> Result<Vec<(usize, Resolution)>, PipelineError> {
         let mut queue = VecDeque::from([all]);
         let mut out = Vec::new();
+        let mut successes: u64 = 0;
         while let Some(chunk) = queue.pop_front() {
             let started = Instant::now();
             let mut attempts: u32 = 0;
@@ -294,6 +306,7 @@ impl Pipeline {
                 let result = self.master.apply(&chunk.commands).await;
                 match result {
                     Ok(results) => {
+                        successes += 1;
                         self.limiter.on_success();
                         self.metrics.rate_current(self.limiter.current_rate());
                         self.metrics.batch(chunk.commands.len(), t.elapsed());
@@ -371,6 +384,18 @@ impl Pipeline {
                             Some(delay) => {
                                 warn!(error = %e, attempts, ?delay, size = chunk.commands.len(), "apply failed; retrying");
                                 tokio::time::sleep(delay).await;
+                            }
+                            None if chunk.commands.len() > 1
+                                && chunk.exhausted_split_at.is_none_or(|at| successes > at) =>
+                            {
+                                warn!(error = %e, attempts, size = chunk.commands.len(), "retries exhausted; splitting to find the commands that keep failing");
+                                self.metrics.batch_split();
+                                let (mut left, mut right) = split(chunk);
+                                left.exhausted_split_at = Some(successes);
+                                right.exhausted_split_at = Some(successes);
+                                queue.push_front(right);
+                                queue.push_front(left);
+                                break;
                             }
                             None => {
                                 warn!(error = %e, attempts, size = chunk.commands.len(), "retries exhausted; dead-lettering");
@@ -697,11 +722,13 @@ fn split(chunk: Chunk) -> (Chunk, Chunk) {
     let right = Chunk {
         positions: positions.split_off(mid),
         commands: commands.split_off(mid),
+        exhausted_split_at: chunk.exhausted_split_at,
     };
     (
         Chunk {
             positions,
             commands,
+            exhausted_split_at: chunk.exhausted_split_at,
         },
         right,
     )
@@ -758,6 +785,154 @@ mod tests {
             headers: Headers::new(),
             timestamp_ms: None,
         }
+    }
+
+    /// Fails (retryably) every batch holding one of `failing`, or every batch
+    /// while `down`; applies the rest. Counts calls.
+    struct ScriptedMaster {
+        failing: Vec<String>,
+        down: bool,
+        calls: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl Master for ScriptedMaster {
+        fn kind(&self) -> &'static str {
+            "scripted"
+        }
+        fn handles(&self, _: &str) -> bool {
+            true
+        }
+        async fn apply(&self, batch: &[Command]) -> Result<Vec<ApplyResult>, MasterError> {
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if self.down || batch.iter().any(|c| self.failing.contains(&c.envelope.id)) {
+                return Err(MasterError::Unavailable {
+                    message: "could not obtain lock".into(),
+                    retry_after: None,
+                });
+            }
+            Ok(batch
+                .iter()
+                .map(|_| ApplyResult {
+                    outcome: Outcome::Applied {
+                        canonical_id: None,
+                        version: None,
+                    },
+                    duplicate: false,
+                    recorded_at: OffsetDateTime::now_utc(),
+                })
+                .collect())
+        }
+        async fn read(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<(serde_json::Value, Option<i64>)>, MasterError> {
+            Ok(None)
+        }
+        async fn expire_inbox(&self, _: OffsetDateTime) -> Result<u64, MasterError> {
+            Ok(0)
+        }
+    }
+
+    fn pipeline(master: Arc<ScriptedMaster>) -> Pipeline {
+        Pipeline {
+            codec: Arc::new(PayloadCodec::new(writ_codec::SchemaCatalog::builtin(), None).unwrap()),
+            master,
+            // Never used by `apply_all`; creating it connects nowhere.
+            producer: RecordProducer::new(&writ_kafka::KafkaSettings::new("127.0.0.1:9")).unwrap(),
+            layout: TopicLayout::new("t").unwrap(),
+            limiter: Arc::new(AdaptiveRateLimiter::new(&Default::default())),
+            retry: RetryPolicy {
+                max_attempts: 2,
+                initial_backoff_ms: 1,
+                max_backoff_ms: 2,
+                max_elapsed_ms: 10_000,
+            },
+            metrics: WorkerMetrics::new("t", "bulk"),
+            worker_id: "w".into(),
+            status_format: StatusFormat::Json,
+            dead_letter_rejections: false,
+            apply_lanes: 1,
+        }
+    }
+
+    fn chunk(n: usize) -> Chunk {
+        let commands: Vec<Command> = (0..n)
+            .map(|i| {
+                let envelope = CommandEnvelope::new(
+                    format!("c-{i}"),
+                    "/t",
+                    "customer.upsert.v1",
+                    writ_core::ContentType::Json,
+                );
+                Command {
+                    submission_id: envelope.submission_id(),
+                    envelope,
+                    payload: serde_json::json!({}),
+                    fingerprint: String::new(),
+                }
+            })
+            .collect();
+        Chunk {
+            positions: (0..n).collect(),
+            commands,
+            exhausted_split_at: None,
+        }
+    }
+
+    fn exhausted_ids(out: &[(usize, Resolution)]) -> Vec<String> {
+        let mut ids: Vec<String> = out
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Resolution::Exhausted { command, .. } => Some(command.envelope.id.clone()),
+                _ => None,
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn one_command_that_keeps_failing_does_not_take_its_batch_to_the_dlq() {
+        for stuck in ["c-0", "c-5", "c-15"] {
+            let master = Arc::new(ScriptedMaster {
+                failing: vec![stuck.into()],
+                down: false,
+                calls: Default::default(),
+            });
+            let out = pipeline(master).apply_all(chunk(16)).await.unwrap();
+            assert_eq!(out.len(), 16, "one resolution per command");
+            let exhausted = exhausted_ids(&out);
+            // The half holding it goes when its sibling had not succeeded yet
+            // (it comes first); otherwise only the stuck command goes.
+            assert!(
+                exhausted.contains(&stuck.to_owned()),
+                "{stuck}: {exhausted:?}"
+            );
+            assert!(
+                exhausted.len() <= 8,
+                "{stuck}: {} dead-lettered",
+                exhausted.len()
+            );
+            if stuck == "c-15" {
+                assert_eq!(exhausted, ["c-15"], "isolated once the master answers");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_master_that_is_down_is_not_bisected_command_by_command() {
+        let master = Arc::new(ScriptedMaster {
+            failing: Vec::new(),
+            down: true,
+            calls: Default::default(),
+        });
+        let out = pipeline(master.clone()).apply_all(chunk(16)).await.unwrap();
+        assert_eq!(exhausted_ids(&out).len(), 16, "everything is dead-lettered");
+        // The batch, then each half once: 3 chunks × 2 attempts.
+        assert_eq!(master.calls.load(std::sync::atomic::Ordering::Relaxed), 6);
     }
 
     #[test]
