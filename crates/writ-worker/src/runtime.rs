@@ -214,14 +214,10 @@ impl Worker {
                     let t = std::time::Instant::now();
                     consumer.store_offsets(offsets.iter().map(|(t, p, o)| (t.as_str(), *p, *o)))?;
                     if let Some(committed) = committed {
-                        let c = consumer.clone();
-                        tokio::task::spawn_blocking(move || c.commit(CommitMode::Sync))
-                            .await
-                            .context("commit task panicked")?
-                            .context(
-                                "committing offsets past dead-lettered commands failed; stopping \
+                        commit_through_rebalance(&consumer, drain).await.context(
+                            "committing offsets past dead-lettered commands failed; stopping \
                                  so that whoever consumes next replays them in order",
-                            )?;
+                        )?;
                         let _ = committed.send(());
                     } else if let Err(e) = consumer.commit(CommitMode::Async) {
                         metrics.commit_failed();
@@ -369,5 +365,40 @@ impl Worker {
         while side.join_next().await.is_some() {}
         info!("worker stopped");
         result
+    }
+}
+
+/// A synchronous commit that rides out a rebalance: while the group moves to
+/// a new generation the broker refuses commits of the old one, so the commit
+/// is retried with backoff for up to `budget`. Any other error, or one that
+/// outlasts the budget, is returned.
+async fn commit_through_rebalance(
+    consumer: &Arc<BatchConsumer>,
+    budget: Duration,
+) -> anyhow::Result<()> {
+    use rdkafka::types::RDKafkaErrorCode::{
+        IllegalGeneration, RebalanceInProgress, UnknownMemberId,
+    };
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let c = consumer.clone();
+        let result = tokio::task::spawn_blocking(move || c.commit(CommitMode::Sync))
+            .await
+            .context("commit task panicked")?;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(IllegalGeneration | RebalanceInProgress | UnknownMemberId)
+                ) && tokio::time::Instant::now() + delay < deadline =>
+            {
+                warn!(error = %e, ?delay, "offset commit refused during a rebalance; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }

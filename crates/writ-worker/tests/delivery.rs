@@ -166,6 +166,20 @@ fn mock_with_topics(prefix: &str) -> (TestKafka, TopicLayout, KafkaSettings) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successor_of_an_exhausted_command_applies_only_after_the_commit_past_it() {
+    exhausted_then_successor(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commit_past_dead_letters_rides_out_a_rebalance() {
+    // The broker refuses the first commits as a group in mid-rebalance does.
+    exhausted_then_successor(3).await;
+}
+
+/// Runs "first" (dead-lettered after exhausting retries) then "second" on
+/// one entity; `refused_commits` OffsetCommit requests fail with
+/// REBALANCE_IN_PROGRESS first. The worker must neither apply "second"
+/// before the commit past "first" nor give up on the refusals.
+async fn exhausted_then_successor(refused_commits: usize) {
     let (kafka, layout, settings) = mock_with_topics("exhausted");
     let producer = RecordProducer::new(&settings).unwrap();
     // The command the master cannot take, then its entity's next command.
@@ -196,6 +210,19 @@ async fn a_successor_of_an_exhausted_command_applies_only_after_the_commit_past_
     kafka
         .broker_round_trip_time(1, Duration::from_millis(150))
         .unwrap();
+    if refused_commits > 0 {
+        kafka
+            .with_mock(move |m| {
+                m.request_errors(
+                    rdkafka::types::RDKafkaApiKey::OffsetCommit,
+                    &vec![
+                        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+                        refused_commits
+                    ],
+                )
+            })
+            .unwrap();
+    }
 
     let worker = Worker::with_master(config, master.clone()).await.unwrap();
     let stop = CancellationToken::new();
@@ -203,6 +230,9 @@ async fn a_successor_of_an_exhausted_command_applies_only_after_the_commit_past_
     let deadline = Instant::now() + Duration::from_secs(60);
     while master.applied.lock().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "the successor was never applied");
+        if handle.is_finished() {
+            panic!("the worker stopped: {:?}", handle.await);
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.cancel();
