@@ -17,33 +17,7 @@ use writ_worker::{Worker, WorkerConfig};
 use writ_testkit::CUSTOMERS_MASTER_DDL as MASTER_DDL;
 
 fn worker_toml(d: &Domain, pg_url: &str) -> String {
-    format!(
-        r#"
-domain = "{domain}"
-profile = "interactive"
-listen = "127.0.0.1:0"
-drain_timeout_ms = 4000
-
-[kafka]
-bootstrap_servers = "{bootstrap}"
-properties = {{ "session.timeout.ms" = "6000" }}
-
-[master]
-kind = "postgres"
-url = "{pg_url}"
-max_connections = 2
-
-[master.types."customer.upsert.v1"]
-table = "customers"
-mode = "upsert"
-key_columns = ["customer_id"]
-columns = {{ customer_id = "customer_id", name = "name", email = "email", tier = "tier", seq = "seq" }}
-version_column = "version"
-canonical_id_column = "customer_id"
-"#,
-        domain = d.domain(),
-        bootstrap = d.bootstrap(),
-    )
+    writ_testkit::customers_worker_toml(d.domain(), "interactive", d.bootstrap(), pg_url, "")
 }
 
 async fn statuses(d: &Domain, codec: &PayloadCodec) -> Vec<StatusEvent> {

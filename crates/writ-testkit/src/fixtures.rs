@@ -29,3 +29,53 @@ END $$ LANGUAGE plpgsql;
 CREATE TRIGGER customers_history AFTER INSERT OR UPDATE ON customers
     FOR EACH ROW EXECUTE FUNCTION record_customer_history();
 "#;
+
+/// A worker configuration (TOML) applying the example domain's commands to a
+/// PostgreSQL master created with [`CUSTOMERS_MASTER_DDL`]: quick retries,
+/// `extra` top-level settings inserted before the sections.
+pub fn customers_worker_toml(
+    domain: &str,
+    profile: &str,
+    bootstrap: &str,
+    pg_url: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+domain = "{domain}"
+profile = "{profile}"
+listen = "127.0.0.1:0"
+drain_timeout_ms = 4000
+{extra}
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+properties = {{ "session.timeout.ms" = "6000" }}
+
+[retry]
+max_attempts = 50
+initial_backoff_ms = 20
+max_backoff_ms = 500
+max_elapsed_ms = 60000
+
+[master]
+kind = "postgres"
+url = "{pg_url}"
+max_connections = 4
+
+[master.types."customer.upsert.v1"]
+table = "customers"
+mode = "upsert"
+key_columns = ["customer_id"]
+columns = {{ customer_id = "customer_id", name = "name", email = "email", tier = "tier", seq = "seq" }}
+version_column = "version"
+canonical_id_column = "customer_id"
+
+[master.types."customer.delete.v1"]
+table = "customers"
+mode = "delete"
+key_columns = ["customer_id"]
+columns = {{ customer_id = "customer_id" }}
+"#
+    )
+}

@@ -173,44 +173,12 @@ entity_key = "customer_id"
 
     /// Worker configuration (TOML) for these topics and a PostgreSQL master.
     pub fn worker_toml(&self, profile: &str, pg_url: &str) -> String {
-        format!(
-            r#"
-domain = "{domain}"
-profile = "{profile}"
-listen = "127.0.0.1:0"
-drain_timeout_ms = 4000
-
-[kafka]
-bootstrap_servers = "{bootstrap}"
-properties = {{ "session.timeout.ms" = "6000" }}
-
-[retry]
-max_attempts = 50
-initial_backoff_ms = 20
-max_backoff_ms = 500
-max_elapsed_ms = 60000
-
-[master]
-kind = "postgres"
-url = "{pg_url}"
-max_connections = 4
-
-[master.types."customer.upsert.v1"]
-table = "customers"
-mode = "upsert"
-key_columns = ["customer_id"]
-columns = {{ customer_id = "customer_id", name = "name", email = "email", tier = "tier", seq = "seq" }}
-version_column = "version"
-canonical_id_column = "customer_id"
-
-[master.types."customer.delete.v1"]
-table = "customers"
-mode = "delete"
-key_columns = ["customer_id"]
-columns = {{ customer_id = "customer_id" }}
-"#,
-            domain = self.layout.domain(),
-            bootstrap = self.kafka.bootstrap_servers(),
+        writ_testkit::customers_worker_toml(
+            self.layout.domain(),
+            profile,
+            self.kafka.bootstrap_servers(),
+            pg_url,
+            "",
         )
     }
 }
