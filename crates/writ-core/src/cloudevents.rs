@@ -243,9 +243,7 @@ pub fn from_headers(headers: &Headers) -> Result<CommandEnvelope, HeaderError> {
     if spec != SPEC_VERSION_1_0 {
         return Err(HeaderError::UnsupportedSpecVersion(spec.to_owned()));
     }
-    let id = required(headers, ID, MAX_ID_LEN)?;
-    let source = required(headers, SOURCE, MAX_ATTRIBUTE_LEN)?;
-    no_whitespace(SOURCE, source)?;
+    let (id, source) = identity(headers)?;
     let command_type = required(headers, TYPE, 255)?;
     no_whitespace(TYPE, command_type)?;
     let content_type_raw = required(headers, CONTENT_TYPE, 255)?;
@@ -289,9 +287,7 @@ pub fn identity_from_headers(headers: &Headers) -> Option<CommandEnvelope> {
     if headers.len() > MAX_HEADER_COUNT {
         return None;
     }
-    let id = required(headers, ID, MAX_ID_LEN).ok()?;
-    let source = required(headers, SOURCE, MAX_ATTRIBUTE_LEN).ok()?;
-    no_whitespace(SOURCE, source).ok()?;
+    let (id, source) = identity(headers).ok()?;
     let command_type = required(headers, TYPE, 255)
         .ok()
         .filter(|t| no_whitespace(TYPE, t).is_ok())
@@ -302,6 +298,14 @@ pub fn identity_from_headers(headers: &Headers) -> Option<CommandEnvelope> {
         .flatten()
         .map(str::to_owned);
     Some(envelope)
+}
+
+/// `ce_id` and `ce_source`: what names a submission (its id is derived from them).
+fn identity(headers: &Headers) -> Result<(&str, &str), HeaderError> {
+    let id = required(headers, ID, MAX_ID_LEN)?;
+    let source = required(headers, SOURCE, MAX_ATTRIBUTE_LEN)?;
+    no_whitespace(SOURCE, source)?;
+    Ok((id, source))
 }
 
 /// Formats an instant as RFC 3339 (UTC, as CloudEvents `Timestamp` requires).

@@ -71,12 +71,17 @@ pub struct Prepared {
     pub offsets: Vec<(String, i32, i64)>,
     /// What the batch came to.
     pub report: BatchReport,
+}
+
+impl Prepared {
     /// Some command was dead-lettered without an inbox record (retries
     /// exhausted against an unreachable master). Until this batch's offsets
     /// are committed, a crash would redeliver it and a recovered master would
     /// then apply it *after* newer commands of the same entity — so no later
     /// batch may be applied before that commit.
-    pub needs_commit_before_next: bool,
+    pub fn needs_commit_before_next(&self) -> bool {
+        self.report.exhausted > 0
+    }
 }
 
 /// Everything a batch needs; shared by the run loop.
@@ -231,7 +236,6 @@ impl Pipeline {
                 outgoing,
                 offsets,
                 report,
-                needs_commit_before_next: report.exhausted > 0,
             })
         }
         .instrument(span)

@@ -299,7 +299,7 @@ impl Worker {
                         break;
                     }
                 };
-                let (committed_tx, committed_rx) = if prepared.needs_commit_before_next {
+                let (committed_tx, committed_rx) = if prepared.needs_commit_before_next() {
                     let (tx, rx) = oneshot::channel();
                     (Some(tx), Some(rx))
                 } else {
