@@ -12,7 +12,11 @@
 //!   connections for `WRIT_BENCH_WRK_SECONDS` (default 10);
 //! - (c) CP-1 (when PostgreSQL is available): `WRIT_BENCH_RATE` (default 500)
 //!   requests/s for `WRIT_BENCH_SECONDS` (default 10) with `Prefer: wait=5`
-//!   and the interactive worker running in-process; p50/p99 latency.
+//!   and the interactive worker running in-process; p50/p99 latency;
+//! - (c′) the same with 5 ms fetch waits on the worker and the ingress'
+//!   status reader: the test broker holds every fetch for its whole wait
+//!   (Apache Kafka answers once data arrives), so (c) includes up to two of
+//!   those waits and (c′) shows the path without them.
 //!
 //! The load generator runs in the same process and shares the CPU with the
 //! ingress and the broker, so the figures are a lower bound of what the
@@ -215,29 +219,62 @@ async fn run() {
         .execute(pg.pool())
         .await
         .unwrap();
-    let config =
-        writ_worker::WorkerConfig::from_toml(&topics.worker_toml("interactive", pg.url())).unwrap();
+    ingress.stop().await;
+    // Each on topics of its own, so the backlog of (a) and (b) is not in the way.
+    // (c′) adds 5 ms fetch waits on the two consumers on the path (the
+    // worker's and the ingress' status reader): the test broker answers a
+    // fetch only when its wait is over, where Apache Kafka answers as soon as
+    // data arrives, so (c′) shows the path without those waits.
+    for (label, properties) in [("c", ""), ("c'", r#""fetch.wait.max.ms" = "5""#)] {
+        let fresh = Topics::create(writ_testkit::kafka().await, "cp1", 2).await;
+        let mut toml = fresh.ingress_toml("");
+        if !properties.is_empty() {
+            toml = toml.replace(
+                "[limits]",
+                &format!("properties = {{ {properties} }}\n\n[limits]"),
+            );
+        }
+        let config = writ_ingress::IngressConfig::from_toml(&toml).unwrap();
+        let started = writ_ingress::Ingress::start(config).await.unwrap();
+        assert!(started.caught_up(Duration::from_secs(60)).await);
+        let running = Running::serve(started);
+        cp1(&fresh, pg.url(), &running.base, &client, label, properties).await;
+        running.stop().await;
+    }
+}
+
+/// Posts CP-1 requests at `WRIT_BENCH_RATE` for `WRIT_BENCH_SECONDS` with an
+/// interactive worker (its `[kafka.properties]` extended by `properties`)
+/// running, and prints p50/p99 as figure `label`.
+async fn cp1(
+    topics: &Topics,
+    pg_url: &str,
+    base: &str,
+    client: &reqwest::Client,
+    label: &str,
+    properties: &str,
+) {
+    let mut toml = topics.worker_toml("interactive", pg_url);
+    if !properties.is_empty() {
+        toml = toml.replace(
+            r#"properties = { "session.timeout.ms" = "6000" }"#,
+            &format!(r#"properties = {{ "session.timeout.ms" = "6000", {properties} }}"#),
+        );
+        assert!(toml.contains(properties), "worker properties extended");
+    }
+    let config = writ_worker::WorkerConfig::from_toml(&toml).unwrap();
     let worker = writ_worker::Worker::connect(config).await.unwrap();
     let token = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(token.clone()));
-    // The worker first applies the backlog of (a) and (b); wait for a CP-1 to go through.
-    let warm = client
-        .post(format!("{}/v1/commands/customer.upsert.v1", ingress.base))
-        .bearer_auth(ACME)
-        .header("idempotency-key", "warm-up")
-        .header("prefer", "wait=30")
-        .json(&payload(0))
-        .send()
-        .await
-        .unwrap();
-    let mut warm_status = warm.status();
+    // The worker first applies any backlog; wait for a CP-1 to go through.
+    let warm_key = format!("warm-up-{label}");
+    let mut warm_status = reqwest::StatusCode::ACCEPTED;
     let deadline = Instant::now() + Duration::from_secs(300);
     while warm_status != reqwest::StatusCode::CREATED && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1)).await;
         warm_status = client
-            .post(format!("{}/v1/commands/customer.upsert.v1", ingress.base))
+            .post(format!("{base}/v1/commands/customer.upsert.v1"))
             .bearer_auth(ACME)
-            .header("idempotency-key", "warm-up")
+            .header("idempotency-key", &warm_key)
             .header("prefer", "wait=30")
             .json(&payload(0))
             .send()
@@ -252,37 +289,68 @@ async fn run() {
     let mut tasks = Vec::with_capacity(total);
     for i in 0..total {
         tick.tick().await;
-        let (client, base) = (client.clone(), ingress.base.clone());
+        let (client, base, label) = (client.clone(), base.to_owned(), label.to_owned());
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
             let r = client
                 .post(format!("{base}/v1/commands/customer.upsert.v1"))
                 .bearer_auth(ACME)
-                .header("idempotency-key", format!("cp1-{i}"))
+                .header("idempotency-key", format!("cp1-{label}-{i}"))
                 .header("prefer", "wait=5")
                 .json(&payload(i))
                 .send()
                 .await;
-            let ok = matches!(r, Ok(ref r) if r.status() == reqwest::StatusCode::CREATED);
-            (started.elapsed(), ok)
+            let elapsed = started.elapsed();
+            let late = match r {
+                Ok(r) if r.status() == reqwest::StatusCode::CREATED => None,
+                Ok(r) => Some(r.text().await.unwrap_or_default()),
+                Err(e) => Some(e.to_string()),
+            };
+            (elapsed, late)
         }));
     }
     let mut latencies = Vec::with_capacity(total);
-    let mut not_created = 0;
+    let mut late = Vec::new();
     for t in tasks {
-        let (d, ok) = t.await.unwrap();
+        let (d, answer) = t.await.unwrap();
         latencies.push(d);
-        not_created += usize::from(!ok);
+        late.extend(answer);
+    }
+    let not_created = late.len();
+    // What became of the ones not answered `201` in time: applied late, or
+    // applied in time and the answer missed?
+    for answer in late.iter().take(5) {
+        let id = serde_json::from_str::<serde_json::Value>(answer)
+            .ok()
+            .and_then(|v| v["submissionId"].as_str().map(str::to_owned));
+        let Some(id) = id else {
+            println!("  not 201: {answer}");
+            continue;
+        };
+        let now = client
+            .get(format!("{base}/v1/submissions/{id}"))
+            .bearer_auth(ACME)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        println!("  not 201: {id} is now {now}");
     }
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let fetch = if properties.is_empty() {
+        "shipped settings".to_owned()
+    } else {
+        properties.replace('"', "")
+    };
     println!(
-        "(c) CP-1 at {rate} req/s for {seconds} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {not_created} not 201",
+        "({label}) CP-1 at {rate} req/s for {seconds} s ({fetch}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {not_created} not 201",
         pct(0.50).as_secs_f64() * 1000.0,
         pct(0.99).as_secs_f64() * 1000.0,
         latencies.last().unwrap().as_secs_f64() * 1000.0,
     );
     token.cancel();
     let _ = worker_task.await;
-    ingress.stop().await;
 }

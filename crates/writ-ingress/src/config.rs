@@ -304,6 +304,12 @@ impl IngressConfig {
         s.properties
             .entry("message.timeout.ms".into())
             .or_insert_with(|| self.limits.produce_timeout_ms.to_string());
+        // Every request waits for two acknowledgements in a row, each up to
+        // the linger; 2 ms instead of 5 keeps most of the batching (measured:
+        // 1 ms cost ~15% of CP-2 throughput, fewer records per produce).
+        s.properties
+            .entry("linger.ms".into())
+            .or_insert_with(|| "2".into());
         s
     }
 

@@ -271,7 +271,7 @@ impl Chunker<'_> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let now = OffsetDateTime::now_utc();
+        let now = crate::submit::announcement_time();
         let extras = SubmitExtras {
             staleness: self.staleness,
             ..SubmitExtras::default()
@@ -330,7 +330,6 @@ impl Chunker<'_> {
         let known = self
             .submitter
             .view()
-            .store()
             .get_many(&ids)
             .await
             .map_err(store_problem)?;

@@ -27,6 +27,7 @@ pub mod drafts;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod seen;
 pub mod store;
 pub mod submit;
 pub mod view;
@@ -115,7 +116,7 @@ impl Ingress {
         let producer = RecordProducer::new(&config.producer_settings())?
             .with_queue_timeout(Duration::from_millis(config.limits.produce_timeout_ms));
         let store = store::StatusStore::open(config.store.path.as_deref()).await?;
-        let view = Arc::new(StatusView::new(store, metrics::IngressMetrics));
+        let view = Arc::new(StatusView::open(store, metrics::IngressMetrics).await?);
         let submitter = Arc::new(Submitter::new(
             &config,
             codec.clone(),

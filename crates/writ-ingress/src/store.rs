@@ -25,9 +25,6 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("status store: {0}")]
     Sqlite(#[from] sqlx::Error),
-    /// A group commit that included this write failed.
-    #[error("status store group commit: {0}")]
-    Grouped(String),
     /// A stored row cannot be read back (written by an incompatible version).
     #[error("status store row is unreadable: {0}")]
     Corrupt(String),
@@ -277,6 +274,24 @@ impl StatusStore {
                 .fetch_optional(&self.pool)
                 .await?;
         row.map(|json| parse_event(&json)).transpose()
+    }
+
+    /// Calls `each` with every submission id held (to fill the in-memory filter at start).
+    pub async fn for_each_submission_id(
+        &self,
+        mut each: impl FnMut(Uuid),
+    ) -> Result<u64, StoreError> {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query_scalar::<_, Vec<u8>>("SELECT submission_id FROM submissions")
+            .fetch(&self.pool);
+        let mut n = 0;
+        while let Some(bytes) = rows.try_next().await? {
+            let id = Uuid::from_slice(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("stored submission id: {e}")))?;
+            each(id);
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// The latest state of several submissions (absent ones are missing from the map).

@@ -322,7 +322,7 @@ impl Submitter {
         let route = self.route(principal, command_type)?;
         let key = self.idempotency_key(idempotency_key)?;
         self.ensure_ready()?;
-        let now = OffsetDateTime::now_utc();
+        let now = announcement_time();
         let prepared = self
             .prepare(principal, route, command_type, payload, key, &extras, now)
             .await?;
@@ -447,8 +447,10 @@ impl Submitter {
         })
     }
 
-    /// Publishes the `ACCEPTED` events, waits for every acknowledgement, then
-    /// records them in the local view (without waiting for the reader).
+    /// Publishes the `ACCEPTED` events and waits for every acknowledgement.
+    /// The view answers for them from the moment they are announced (before
+    /// producing, so its reader cannot read one back first) until the reader
+    /// stores them; if producing fails they are withdrawn again.
     pub async fn publish_accepted(
         &self,
         layout: &TopicLayout,
@@ -473,9 +475,13 @@ impl Submitter {
                 headers,
             ));
         }
-        self.send(&records, "status").await?;
         let events: Vec<StatusEvent> = prepared.iter().map(|p| p.accepted.clone()).collect();
-        self.view.record_local(events).await.map_err(store_problem)
+        self.view.announce(&events);
+        let sent = self.send(&records, "status").await;
+        if sent.is_err() {
+            self.view.withdraw(events.iter().map(|e| e.submission_id));
+        }
+        sent
     }
 
     /// Produces commands to `topic` and waits for every acknowledgement.
@@ -514,6 +520,14 @@ impl Submitter {
             Err(Problem::internal())
         }
     }
+}
+
+/// Now, to the millisecond: what status events carry on the wire, so an
+/// announcement answered from memory equals the one read back from Kafka.
+pub fn announcement_time() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_millisecond(now.millisecond())
+        .expect("a millisecond of a valid time is valid")
 }
 
 /// The `ACCEPTED` status event of a command about to be produced.

@@ -9,6 +9,12 @@
 //! could not be recognised yet. Each batch of events is written in one
 //! transaction together with its offsets; then per-submission waiters (CP-1)
 //! are woken and every change is broadcast to subscribers.
+//!
+//! Two things in memory keep the store off a request's path: a Bloom filter
+//! of every id the view holds ([`SeenIds`]: a key never seen, the common case,
+//! needs no lookup), and the `ACCEPTED` events this instance announced that
+//! its reader has not read back yet (so this instance answers its own new
+//! submissions at once, before they reach the store through the topic).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,45 +35,50 @@ use writ_core::StatusEvent;
 use writ_kafka::{KafkaClientError, KafkaSettings};
 
 use crate::metrics::IngressMetrics;
+use crate::seen::SeenIds;
 use crate::store::{StatusStore, StoreError};
 
-/// Most events written to the store in one transaction: small enough that a
-/// request's own `ACCEPTED` write never waits long behind the reader.
-const BATCH_MAX: usize = 256;
-/// How long a batch gathers after its first event.
-const BATCH_LINGER: Duration = Duration::from_millis(5);
+/// Most events written to the store in one transaction.
+const BATCH_MAX: usize = 512;
+/// How long a batch gathers after its first event: short, because CP-1
+/// waiters are woken only once their event is in the store. Under load
+/// batches grow anyway while the previous one is written.
+const BATCH_LINGER: Duration = Duration::from_millis(1);
 /// Capacity of the status broadcast; a slower subscriber sees `Lagged`.
 const BROADCAST_CAPACITY: usize = 4096;
 
 type Waiters = HashMap<Uuid, Vec<oneshot::Sender<StatusEvent>>>;
-type LocalWrite = (Vec<StatusEvent>, oneshot::Sender<Result<(), String>>);
 
 /// The materialized status view, shared by the HTTP handlers and the readers.
 #[derive(Debug)]
 pub struct StatusView {
     store: StatusStore,
     waiters: Mutex<Waiters>,
-    /// Local writes waiting for the next group commit.
-    local: Mutex<Vec<LocalWrite>>,
-    /// Held by the caller that commits everything pending.
-    committer: tokio::sync::Mutex<()>,
+    /// Every submission id in the store (and announced here).
+    seen: SeenIds,
+    /// `ACCEPTED` events announced by this instance, until read back.
+    announced: Mutex<HashMap<Uuid, StatusEvent>>,
     events: broadcast::Sender<StatusEvent>,
     caught_up: AtomicBool,
     metrics: IngressMetrics,
 }
 
 impl StatusView {
-    /// A view over `store`; nothing is read until [`StatusView::spawn_readers`].
-    pub fn new(store: StatusStore, metrics: IngressMetrics) -> Self {
-        Self {
+    /// A view over `store`, its id filter filled from what the store holds;
+    /// nothing is read from Kafka until [`StatusView::spawn_readers`].
+    pub async fn open(store: StatusStore, metrics: IngressMetrics) -> Result<Self, StoreError> {
+        let seen = SeenIds::default();
+        let held = store.for_each_submission_id(|id| seen.insert(id)).await?;
+        debug!(held, "submission id filter filled from the store");
+        Ok(Self {
             store,
             waiters: Mutex::new(HashMap::new()),
-            local: Mutex::new(Vec::new()),
-            committer: tokio::sync::Mutex::new(()),
+            seen,
+            announced: Mutex::new(HashMap::new()),
             events: broadcast::channel(BROADCAST_CAPACITY).0,
             caught_up: AtomicBool::new(false),
             metrics,
-        }
+        })
     }
 
     /// The store (jobs, counts, purge).
@@ -87,7 +98,64 @@ impl StatusView {
 
     /// The latest known state of a submission.
     pub async fn get(&self, submission_id: Uuid) -> Result<Option<StatusEvent>, StoreError> {
+        if let Some(e) = self.announced_event(submission_id) {
+            return Ok(Some(e));
+        }
+        if !self.seen.may_contain(submission_id) {
+            return Ok(None);
+        }
         self.store.get(submission_id).await
+    }
+
+    /// The latest known state of several submissions (unknown ones are absent).
+    pub async fn get_many(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, StatusEvent>, StoreError> {
+        let mut out = HashMap::new();
+        let mut ask = Vec::new();
+        for id in ids {
+            match self.announced_event(*id) {
+                Some(e) => {
+                    out.insert(*id, e);
+                }
+                None if self.seen.may_contain(*id) => ask.push(*id),
+                None => {}
+            }
+        }
+        if !ask.is_empty() {
+            out.extend(self.store.get_many(&ask).await?);
+        }
+        Ok(out)
+    }
+
+    fn announced_event(&self, submission_id: Uuid) -> Option<StatusEvent> {
+        self.announced
+            .lock()
+            .expect("announced map poisoned")
+            .get(&submission_id)
+            .cloned()
+    }
+
+    /// Remembers `ACCEPTED` events this instance is about to publish, so it
+    /// answers for them before its reader reads them back. Call before
+    /// producing: the reader can then never read one back before it is here.
+    pub fn announce(&self, events: &[StatusEvent]) {
+        let mut announced = self.announced.lock().expect("announced map poisoned");
+        for e in events {
+            self.seen.insert(e.submission_id);
+            announced.insert(e.submission_id, e.clone());
+        }
+    }
+
+    /// Forgets announcements whose publication failed (the client will retry).
+    pub fn withdraw(&self, ids: impl IntoIterator<Item = Uuid>) {
+        let mut announced = self.announced.lock().expect("announced map poisoned");
+        for id in ids {
+            announced.remove(&id);
+        }
+    }
+
+    /// Announced here and not yet read back from the status topic.
+    pub fn announced_len(&self) -> usize {
+        self.announced.lock().expect("announced map poisoned").len()
     }
 
     /// Applies events (read from Kafka, or the ingress' own acknowledged
@@ -97,7 +165,14 @@ impl StatusView {
         events: &[StatusEvent],
         offsets: &[(String, i32, i64)],
     ) -> Result<(), StoreError> {
+        // Into the filter before the store: a lookup in between then asks
+        // the store (and finds nothing yet), never skips it.
+        for e in events {
+            self.seen.insert(e.submission_id);
+        }
         let changed = self.store.apply(events, offsets).await?;
+        // In the store now, which answers for them from here on.
+        self.withdraw(events.iter().map(|e| e.submission_id));
         self.metrics.view_events(changed.len() as u64);
         let violations = changed
             .iter()
@@ -122,41 +197,6 @@ impl StatusView {
             let _ = self.events.send(e);
         }
         Ok(())
-    }
-
-    /// Records the ingress' own acknowledged `ACCEPTED` events at once,
-    /// without waiting for the reader to read them back.
-    ///
-    /// Concurrent callers share one transaction (group commit): each queues
-    /// its events, and whoever gets the commit lock first writes everything
-    /// queued, so a burst of requests costs one commit, not one each.
-    pub async fn record_local(&self, events: Vec<StatusEvent>) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        // Kept in case the committer taking them is cancelled (its client hung up).
-        let mine = events.clone();
-        self.local
-            .lock()
-            .expect("local write queue poisoned")
-            .push((events, tx));
-        {
-            let _commit = self.committer.lock().await;
-            let queued =
-                std::mem::take(&mut *self.local.lock().expect("local write queue poisoned"));
-            if !queued.is_empty() {
-                let all: Vec<StatusEvent> =
-                    queued.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
-                let result = self.apply(&all, &[]).await.map_err(|e| e.to_string());
-                for (_, done) in queued {
-                    let _ = done.send(result.clone());
-                }
-            }
-        }
-        // Resolved by whoever committed this caller's events (maybe this caller).
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(StoreError::Grouped(message)),
-            Err(_) => self.apply(&mine, &[]).await,
-        }
     }
 
     /// Registers interest in the terminal state of `submission_id`. Register
@@ -287,7 +327,12 @@ impl Reader {
         let mut config = settings.reader_config().map_err(KafkaClientError::from)?;
         // A stored offset past the retention restarts at the oldest record, never the newest.
         config.set("auto.offset.reset", "earliest");
-        config.set("fetch.wait.max.ms", "50");
+        if !settings.properties.contains_key("fetch.wait.max.ms") {
+            // CP-1 answers wait on this reader: a broker that does not answer
+            // a fetch as soon as data arrives must not add librdkafka's
+            // 500 ms default to each of them.
+            config.set("fetch.wait.max.ms", "50");
+        }
         let consumer: Arc<StreamConsumer<ReaderContext>> = Arc::new(
             config
                 .create_with_context(ReaderContext)
@@ -458,37 +503,27 @@ mod tests {
     use crate::store::tests_support::event;
     use writ_core::SubmissionState;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_local_writes_are_all_recorded_and_terminal_events_wake_waiters() {
+    #[tokio::test]
+    async fn announced_events_answer_until_stored_and_terminal_events_wake_waiters() {
         let store = StatusStore::open(None).await.unwrap();
-        let view = Arc::new(StatusView::new(store, IngressMetrics));
+        let view = Arc::new(StatusView::open(store, IngressMetrics).await.unwrap());
         let mut changes = view.subscribe();
-        let tasks: Vec<_> = (0..50)
-            .map(|i| {
-                let view = view.clone();
-                tokio::spawn(async move {
-                    view.record_local(vec![event(&format!("k{i}"), SubmissionState::Accepted)])
-                        .await
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        for i in 0..50 {
-            let id = writ_core::submission_id("/tenants/acme", &format!("k{i}"));
-            assert!(view.get(id).await.unwrap().is_some(), "k{i} recorded");
-            assert_eq!(
-                changes.recv().await.unwrap().state,
-                SubmissionState::Accepted
-            );
-        }
         let accepted = event("k0", SubmissionState::Accepted);
-        let mut waiter = view.waiter(accepted.submission_id);
-        // A restated ACCEPTED is no news; the terminal state is.
+        let id = accepted.submission_id;
+        assert_eq!(view.get(id).await.unwrap(), None);
+        view.announce(std::slice::from_ref(&accepted));
+        assert_eq!(view.get(id).await.unwrap(), Some(accepted.clone()));
+        assert_eq!(view.get_many(&[id]).await.unwrap()[&id], accepted);
+        assert_eq!(view.store().get(id).await.unwrap(), None, "not stored yet");
+
+        let mut waiter = view.waiter(id);
+        // Read back: stored, no longer held in memory, announced to subscribers.
         view.apply(std::slice::from_ref(&accepted), &[])
             .await
             .unwrap();
+        assert_eq!(view.announced_len(), 0);
+        assert_eq!(view.get(id).await.unwrap(), Some(accepted.clone()));
+        assert_eq!(changes.recv().await.unwrap(), accepted);
         let applied = event("k0", SubmissionState::Applied);
         view.apply(std::slice::from_ref(&applied), &[])
             .await
@@ -498,17 +533,45 @@ mod tests {
             Some(applied.clone())
         );
         assert_eq!(changes.recv().await.unwrap(), applied);
+        assert_eq!(view.get(id).await.unwrap(), Some(applied));
         drop(waiter);
         assert!(
             view.waiters.lock().unwrap().is_empty(),
             "no waiter left behind"
         );
+
+        // A failed publication is withdrawn: the key is new again.
+        let other = event("k1", SubmissionState::Accepted);
+        view.announce(std::slice::from_ref(&other));
+        view.withdraw([other.submission_id]);
+        assert_eq!(view.get(other.submission_id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_reopened_view_finds_every_stored_id_through_its_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("view.db");
+        let events: Vec<StatusEvent> = (0..300)
+            .map(|i| event(&format!("k{i}"), SubmissionState::Applied))
+            .collect();
+        {
+            let store = StatusStore::open(Some(&path)).await.unwrap();
+            let view = StatusView::open(store, IngressMetrics).await.unwrap();
+            view.apply(&events, &[]).await.unwrap();
+        }
+        let store = StatusStore::open(Some(&path)).await.unwrap();
+        let view = StatusView::open(store, IngressMetrics).await.unwrap();
+        for e in &events {
+            assert_eq!(view.get(e.submission_id).await.unwrap().as_ref(), Some(e));
+        }
+        let ids: Vec<Uuid> = events.iter().map(|e| e.submission_id).collect();
+        assert_eq!(view.get_many(&ids).await.unwrap().len(), 300);
     }
 
     #[tokio::test]
     async fn a_wait_without_an_answer_times_out_and_cleans_up() {
         let store = StatusStore::open(None).await.unwrap();
-        let view = Arc::new(StatusView::new(store, IngressMetrics));
+        let view = Arc::new(StatusView::open(store, IngressMetrics).await.unwrap());
         // Paused after the pool is up: sqlx' own timeouts must not auto-advance.
         tokio::time::pause();
         let id = event("k9", SubmissionState::Accepted).submission_id;
