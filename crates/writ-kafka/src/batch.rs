@@ -22,7 +22,7 @@ impl BatchLimits {
     pub const INTERACTIVE: BatchLimits = BatchLimits {
         max_records: 200,
         max_bytes: 1 << 20,
-        linger: Duration::from_millis(5),
+        linger: Duration::from_millis(2),
     };
     /// Big batches for CP-3 throughput.
     pub const BULK: BatchLimits = BatchLimits {

@@ -127,6 +127,12 @@ pub struct WorkerConfig {
     /// How long SIGTERM or a revoke may take to finish the in-flight batch, ms.
     #[serde(default = "default_drain_ms")]
     pub drain_timeout_ms: u64,
+    /// How often applied offsets are committed, ms (0: after every batch).
+    /// Offsets are stored after every batch either way, and committed at once
+    /// on revoke, on shutdown and past dead-lettered commands; a crash
+    /// replays at most this much, which the inbox turns into no-ops.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
     /// The dedupe window: inbox entries older than this are deleted, ms (match the status topic retention).
     #[serde(default = "default_dedupe_window_ms")]
     pub dedupe_window_ms: u64,
@@ -152,6 +158,10 @@ fn default_listen() -> SocketAddr {
 
 fn default_drain_ms() -> u64 {
     10_000
+}
+
+fn default_commit_interval_ms() -> u64 {
+    1_000
 }
 
 fn default_dedupe_window_ms() -> u64 {
@@ -256,6 +266,11 @@ impl WorkerConfig {
     /// Drain timeout as a duration.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// Commit interval as a duration.
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.commit_interval_ms)
     }
 }
 

@@ -63,7 +63,16 @@ impl Worker {
             catalog,
             config.registry_url.as_deref().map(RegistrySettings::new),
         )?;
-        let producer = RecordProducer::new(&config.kafka)?;
+        let mut producer_settings = config.kafka.clone();
+        if config.profile == Profile::Interactive {
+            // Status events are the last leg of a CP-1 answer; a batch's
+            // events are enqueued together, so a linger adds latency only.
+            producer_settings
+                .properties
+                .entry("linger.ms".into())
+                .or_insert_with(|| "1".into());
+        }
+        let producer = RecordProducer::new(&producer_settings)?;
         let topic = match config.profile {
             Profile::Interactive => layout.commands(),
             Profile::Bulk => layout.bulk(),
@@ -206,8 +215,29 @@ impl Worker {
             let pipeline = pipeline.clone();
             let consumer = consumer.clone();
             let metrics = metrics.clone();
+            let commit_every = config.commit_interval();
             tokio::spawn(async move {
-                while let Some((mut prepared, committed)) = deliver_rx.recv().await {
+                // Stored offsets not committed yet, and since when.
+                let mut uncommitted: Option<tokio::time::Instant> = None;
+                let commit_async = |uncommitted: &mut Option<tokio::time::Instant>| {
+                    *uncommitted = None;
+                    if let Err(e) = consumer.commit(CommitMode::Async) {
+                        metrics.commit_failed();
+                        warn!(error = %e, "async offset commit failed; the next commit covers it");
+                    }
+                };
+                loop {
+                    let due = uncommitted.map(|since| since + commit_every);
+                    let next = tokio::select! {
+                        next = deliver_rx.recv() => next,
+                        _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {
+                            commit_async(&mut uncommitted);
+                            continue;
+                        }
+                    };
+                    let Some((mut prepared, committed)) = next else {
+                        break;
+                    };
                     let offsets = std::mem::take(&mut prepared.offsets);
                     let report = prepared.report;
                     pipeline.deliver(prepared).await?;
@@ -218,13 +248,16 @@ impl Worker {
                             "committing offsets past dead-lettered commands failed; stopping \
                                  so that whoever consumes next replays them in order",
                         )?;
+                        uncommitted = None;
                         let _ = committed.send(());
-                    } else if let Err(e) = consumer.commit(CommitMode::Async) {
-                        metrics.commit_failed();
-                        warn!(error = %e, "async offset commit failed; the next commit covers it");
+                    } else {
+                        let since = *uncommitted.get_or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() >= commit_every {
+                            commit_async(&mut uncommitted);
+                        }
                     }
                     metrics.stage("commit", t.elapsed());
-                    tracing::debug!(?report, "batch committed");
+                    tracing::debug!(?report, "batch delivered, offsets stored");
                 }
                 Ok::<(), anyhow::Error>(())
             })
