@@ -11,6 +11,8 @@
 //! - Dead letters are acknowledged before the statuses announcing them, and a
 //!   delivery that fails stops the worker at once (not when the next batch
 //!   arrives), offsets uncommitted.
+//! - Offsets of applied batches are committed every `commit_interval_ms`
+//!   (also when no further batch comes) and at once at shutdown.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -130,8 +132,19 @@ fn read_all(settings: &KafkaSettings, topic: &str) -> Vec<ConsumedRecord> {
 
 /// One record per batch, two quick attempts, JSON statuses.
 fn worker_config(kafka: &TestKafka, layout: &TopicLayout, group: &str) -> WorkerConfig {
+    worker_config_with(kafka, layout, group, "")
+}
+
+/// [`worker_config`] plus top-level `extra` settings.
+fn worker_config_with(
+    kafka: &TestKafka,
+    layout: &TopicLayout,
+    group: &str,
+    extra: &str,
+) -> WorkerConfig {
     WorkerConfig::from_toml(&format!(
         r#"
+{extra}
 domain = "{domain}"
 group_id = "{group}"
 listen = "127.0.0.1:0"
@@ -313,5 +326,87 @@ async fn a_dead_letter_that_cannot_be_written_is_never_announced_and_stops_the_w
             Offset::Offset(o) if o > 0
         ),
         "the poison record's offset stays uncommitted"
+    );
+}
+
+/// The committed offset of partition 0 of `topic` for `group`, if any.
+fn committed(settings: &KafkaSettings, group: &str, topic: &str) -> Option<i64> {
+    let probe: BaseConsumer = settings
+        .reader_config()
+        .unwrap()
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    match probe
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap()
+        .find_partition(topic, 0)
+        .unwrap()
+        .offset()
+    {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_are_committed_on_the_interval_when_idle_and_at_shutdown() {
+    let (kafka, layout, settings) = mock_with_topics("interval");
+    let group = writ_testkit::unique_name("interval-group");
+    let config = worker_config_with(&kafka, &layout, &group, "commit_interval_ms = 4000");
+    let master = Arc::new(ProbingMaster {
+        down_for: "never".into(),
+        probe: settings.reader_config().unwrap().create().unwrap(),
+        topic: layout.commands(),
+        applied: Mutex::new(Vec::new()),
+    });
+    let worker = Worker::with_master(config, master.clone()).await.unwrap();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker.run(stop.clone()));
+    let producer = RecordProducer::new(&settings).unwrap();
+    let applied = |n: usize| {
+        let master = master.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while master.applied.lock().unwrap().len() < n {
+                assert!(Instant::now() < deadline, "command {n} was never applied");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    producer.send_all(&[upsert(&layout, "one", 1)]).await[0]
+        .as_ref()
+        .unwrap();
+    applied(1).await;
+    let topic = layout.commands();
+    assert_eq!(
+        committed(&settings, &group, &topic),
+        None,
+        "applied, but its offset waits for the interval"
+    );
+    // No further batch arrives: the interval alone commits it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while committed(&settings, &group, &topic) != Some(1) {
+        assert!(Instant::now() < deadline, "the idle worker never committed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    producer.send_all(&[upsert(&layout, "two", 2)]).await[0]
+        .as_ref()
+        .unwrap();
+    applied(2).await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("worker drains")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        committed(&settings, &group, &topic),
+        Some(2),
+        "shutdown commits what was applied, without waiting for the interval"
     );
 }
