@@ -16,6 +16,7 @@ const VIEW_DECODE_FAILURES: &str = "writ_ingress_view_decode_failures_total";
 const STALENESS_VIOLATIONS: &str = "writ_ingress_staleness_violations_total";
 const STALE_PENDING: &str = "writ_ingress_stale_pending_submissions";
 const WAIT_DURATION: &str = "writ_ingress_wait_duration_seconds";
+const UNREAD_ANNOUNCEMENTS: &str = "writ_ingress_view_unread_announcements";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -84,6 +85,11 @@ fn describe_all() {
         Unit::Count,
         "Pending submissions currently past their staleness window."
     );
+    describe_gauge!(
+        UNREAD_ANNOUNCEMENTS,
+        Unit::Count,
+        "ACCEPTED events this replica published that its status reader has not read back yet (held in memory meanwhile); growing means the reader is stuck."
+    );
     describe_histogram!(
         WAIT_DURATION,
         Unit::Seconds,
@@ -143,6 +149,11 @@ impl IngressMetrics {
     /// Pending submissions past their window right now.
     pub fn stale_pending(&self, n: u64) {
         metrics::gauge!(STALE_PENDING).set(n as f64);
+    }
+
+    /// Announcements held in memory until the reader reads them back.
+    pub fn unread_announcements(&self, n: usize) {
+        metrics::gauge!(UNREAD_ANNOUNCEMENTS).set(n as f64);
     }
 
     /// How long a CP-1 request waited.

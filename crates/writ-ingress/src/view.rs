@@ -484,6 +484,7 @@ pub async fn housekeeping(
         let now = OffsetDateTime::now_utc();
         view.metrics
             .stale_pending(view.store.stale_pending(now).await?);
+        view.metrics.unread_announcements(view.announced_len());
         if purged_at.elapsed() >= Duration::from_secs(600) {
             let gone = view.store.purge(now - retention).await?;
             purged_at = tokio::time::Instant::now();
