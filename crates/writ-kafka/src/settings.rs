@@ -92,6 +92,15 @@ impl KafkaSettings {
         self
     }
 
+    /// Sets a librdkafka property unless the user already set it: writ's
+    /// default for one role, which configuration still overrides.
+    pub fn or_with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties
+            .entry(key.into())
+            .or_insert_with(|| value.into());
+        self
+    }
+
     /// Checks the settings for every client role at once, so a tool fails
     /// before connecting rather than halfway through its work.
     pub fn validate(&self) -> Result<(), SettingsError> {

@@ -67,10 +67,7 @@ impl Worker {
         if config.profile == Profile::Interactive {
             // Status events are the last leg of a CP-1 answer; a batch's
             // events are enqueued together, so a linger adds latency only.
-            producer_settings
-                .properties
-                .entry("linger.ms".into())
-                .or_insert_with(|| "1".into());
+            producer_settings = producer_settings.or_with("linger.ms", "1");
         }
         let producer = RecordProducer::new(&producer_settings)?;
         let topic = match config.profile {
@@ -83,10 +80,7 @@ impl Worker {
             // Kafka-protocol broker does; the interactive profile must not then
             // add librdkafka's 500 ms default wait to every CP-1 answer. Idle,
             // it costs a few empty fetches per second.
-            consumer_settings
-                .properties
-                .entry("fetch.wait.max.ms".into())
-                .or_insert_with(|| "50".into());
+            consumer_settings = consumer_settings.or_with("fetch.wait.max.ms", "50");
         }
         let consumer = Arc::new(BatchConsumer::new(
             &consumer_settings,

@@ -366,21 +366,20 @@ async fn offsets_are_committed_on_the_interval_when_idle_and_at_shutdown() {
     let stop = CancellationToken::new();
     let handle = tokio::spawn(worker.run(stop.clone()));
     let producer = RecordProducer::new(&settings).unwrap();
-    let applied = |n: usize| {
-        let master = master.clone();
+    // Produces command number `n` and waits until the master applied it.
+    let apply = |id: &'static str, n: usize| {
+        let (producer, master, record) = (&producer, master.clone(), upsert(&layout, id, n as i64));
         async move {
+            producer.send_all(&[record]).await[0].as_ref().unwrap();
             let deadline = Instant::now() + Duration::from_secs(30);
             while master.applied.lock().unwrap().len() < n {
-                assert!(Instant::now() < deadline, "command {n} was never applied");
+                assert!(Instant::now() < deadline, "{id} was never applied");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     };
 
-    producer.send_all(&[upsert(&layout, "one", 1)]).await[0]
-        .as_ref()
-        .unwrap();
-    applied(1).await;
+    apply("one", 1).await;
     let topic = layout.commands();
     assert_eq!(
         committed(&settings, &group, &topic),
@@ -394,10 +393,7 @@ async fn offsets_are_committed_on_the_interval_when_idle_and_at_shutdown() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    producer.send_all(&[upsert(&layout, "two", 2)]).await[0]
-        .as_ref()
-        .unwrap();
-    applied(2).await;
+    apply("two", 2).await;
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(30), handle)
         .await
