@@ -164,8 +164,8 @@ impl KafkaSettings {
             // times its size in decompressed messages on top of a full queue:
             // keep both small. Raw consume still runs an order of magnitude
             // faster than any master applies (see the apply benchmark).
-            .set("queued.max.messages.kbytes", "8192")
-            .set("queued.min.messages", "20000")
+            .set("queued.max.messages.kbytes", "4096")
+            .set("queued.min.messages", "10000")
             .set("fetch.max.bytes", "2097152");
         merge(&mut c, self.base_config("consumer")?);
         Ok(c)
