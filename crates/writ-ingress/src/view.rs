@@ -158,8 +158,9 @@ impl StatusView {
         self.announced.lock().expect("announced map poisoned").len()
     }
 
-    /// Applies events (read from Kafka, or the ingress' own acknowledged
-    /// `ACCEPTED`s) and notifies waiters and subscribers of what changed.
+    /// Applies events read from the status topic (with the offsets read up
+    /// to), forgets the announcements they cover, and notifies waiters and
+    /// subscribers of what changed.
     pub async fn apply(
         &self,
         events: &[StatusEvent],
