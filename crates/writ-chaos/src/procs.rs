@@ -153,7 +153,9 @@ fn start(
         .arg(config)
         .env(
             "RUST_LOG",
-            std::env::var("WRIT_CHAOS_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            // Rebalances (writ_kafka, info) are kept: a lost or doubled
+            // command is explained by the partition moves around it.
+            std::env::var("WRIT_CHAOS_CHILD_LOG").unwrap_or_else(|_| "warn,writ_kafka=info".into()),
         )
         .stdin(Stdio::null())
         .stdout(out)

@@ -300,17 +300,10 @@ impl IngressConfig {
     /// Kafka settings for the producer: the produce timeout bounds how long a
     /// request can hang on an unreachable broker before it gets `503`.
     pub fn producer_settings(&self) -> KafkaSettings {
-        self.kafka
-            .clone()
-            .or_with(
-                "message.timeout.ms",
-                self.limits.produce_timeout_ms.to_string(),
-            )
-            // Every request waits for two acknowledgements in a row, each up
-            // to the linger; 2 ms instead of 5 keeps most of the batching
-            // (measured: 1 ms cost ~15% of CP-2 throughput, fewer records
-            // per produce).
-            .or_with("linger.ms", "2")
+        self.kafka.clone().or_with(
+            "message.timeout.ms",
+            self.limits.produce_timeout_ms.to_string(),
+        )
     }
 
     /// Every domain some type is produced to, sorted, without repeats.

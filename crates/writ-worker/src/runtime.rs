@@ -63,13 +63,7 @@ impl Worker {
             catalog,
             config.registry_url.as_deref().map(RegistrySettings::new),
         )?;
-        let mut producer_settings = config.kafka.clone();
-        if config.profile == Profile::Interactive {
-            // Status events are the last leg of a CP-1 answer; a batch's
-            // events are enqueued together, so a linger adds latency only.
-            producer_settings = producer_settings.or_with("linger.ms", "1");
-        }
-        let producer = RecordProducer::new(&producer_settings)?;
+        let producer = RecordProducer::new(&config.kafka)?;
         let topic = match config.profile {
             Profile::Interactive => layout.commands(),
             Profile::Bulk => layout.bulk(),
