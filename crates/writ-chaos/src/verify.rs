@@ -57,7 +57,21 @@ pub fn exactly_once(expected: &[(String, i64)], history: &[HistoryRow]) -> Check
         *applied.entry((r.entity.as_str(), r.seq)).or_default() += 1;
     }
     let want: HashSet<(&str, i64)> = expected.iter().map(|(e, s)| (e.as_str(), *s)).collect();
-    let lost = want.iter().filter(|k| !applied.contains_key(*k)).count();
+    let mut missing: Vec<&(&str, i64)> =
+        want.iter().filter(|k| !applied.contains_key(*k)).collect();
+    missing.sort();
+    let lost = missing.len();
+    // Which ones, so a failing run can be followed into the topics and logs.
+    let examples = if missing.is_empty() {
+        String::new()
+    } else {
+        let shown: Vec<String> = missing
+            .iter()
+            .take(8)
+            .map(|(e, s)| format!("{e}#{s}"))
+            .collect();
+        format!(" (lost: {})", shown.join(", "))
+    };
     let doubled: u32 = want
         .iter()
         .filter_map(|k| applied.get(k))
@@ -68,7 +82,7 @@ pub fn exactly_once(expected: &[(String, i64)], history: &[HistoryRow]) -> Check
         "unique valid commands applied exactly once",
         lost == 0 && doubled == 0 && unexpected == 0,
         format!(
-            "{} expected, {} history rows: {lost} lost, {doubled} doubled, {unexpected} unexpected",
+            "{} expected, {} history rows: {lost} lost, {doubled} doubled, {unexpected} unexpected{examples}",
             want.len(),
             history.len()
         ),
@@ -336,6 +350,7 @@ mod tests {
         let c = exactly_once(&want, &lost);
         assert_eq!(c.verdict, Verdict::Fail);
         assert!(c.detail.contains("1 lost"), "{}", c.detail);
+        assert!(c.detail.contains("(lost: a#2)"), "{}", c.detail);
         let doubled = [
             row(1, "a", 1),
             row(2, "b", 1),
