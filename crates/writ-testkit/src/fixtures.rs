@@ -58,10 +58,21 @@ initial_backoff_ms = 20
 max_backoff_ms = 500
 max_elapsed_ms = 60000
 
+{master}"#,
+        master = customers_master_toml(pg_url, 4),
+    )
+}
+
+/// The `[master]` section mapping the example domain's commands onto a
+/// PostgreSQL master created with [`CUSTOMERS_MASTER_DDL`] (the worker
+/// writes through it, the edge service reads through it).
+pub fn customers_master_toml(pg_url: &str, max_connections: u32) -> String {
+    format!(
+        r#"
 [master]
 kind = "postgres"
 url = "{pg_url}"
-max_connections = 4
+max_connections = {max_connections}
 
 [master.types."customer.upsert.v1"]
 table = "customers"

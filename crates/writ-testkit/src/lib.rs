@@ -14,7 +14,7 @@ pub mod postgres;
 pub mod python;
 pub mod registry;
 
-pub use fixtures::{customers_worker_toml, CUSTOMERS_MASTER_DDL};
+pub use fixtures::{customers_master_toml, customers_worker_toml, CUSTOMERS_MASTER_DDL};
 pub use kafka::{kafka, kafka_with_brokers, mock_kafka, BrokerKind, TestKafka};
 pub use logs::{line_at, LogCapture};
 pub use names::{unique_db_name, unique_group, unique_name, unique_topic};

@@ -61,22 +61,7 @@ owner = "bob"
 
 /// The master mapping (worker writes it, the edge reads it).
 pub fn master_toml(url: &str) -> String {
-    format!(
-        r#"
-[master]
-kind = "postgres"
-url = "{url}"
-max_connections = 2
-
-[master.types."customer.upsert.v1"]
-table = "customers"
-mode = "upsert"
-key_columns = ["customer_id"]
-columns = {{ customer_id = "customer_id", name = "name", email = "email", tier = "tier", seq = "seq" }}
-version_column = "version"
-canonical_id_column = "customer_id"
-"#
-    )
+    writ_testkit::customers_master_toml(url, 2)
 }
 
 /// The API router over an in-memory SQLite store, with no broker and no
@@ -238,29 +223,15 @@ impl World {
             KafkaSettings::new(kafka.bootstrap_servers()).with("session.timeout.ms", "6000");
         create_topics(&kafka, &settings, &layout).await;
 
-        let worker_toml = format!(
-            r#"
-domain = "{domain}"
-listen = "127.0.0.1:0"
-drain_timeout_ms = 3000
-group_id = "{group}"
-status_format = "avro"
-
-[kafka]
-bootstrap_servers = "{bootstrap}"
-properties = {{ "session.timeout.ms" = "6000" }}
-
-[retry]
-max_attempts = 50
-initial_backoff_ms = 20
-max_backoff_ms = 500
-max_elapsed_ms = 60000
-{master}
-"#,
-            domain = layout.domain(),
-            group = writ_testkit::unique_group("edge-worker"),
-            bootstrap = kafka.bootstrap_servers(),
-            master = master_toml(master.url()),
+        let worker_toml = writ_testkit::customers_worker_toml(
+            layout.domain(),
+            "interactive",
+            kafka.bootstrap_servers(),
+            master.url(),
+            &format!(
+                "group_id = \"{}\"\nstatus_format = \"avro\"",
+                writ_testkit::unique_group("edge-worker")
+            ),
         );
         let worker = Worker::connect(WorkerConfig::from_toml(&worker_toml).unwrap())
             .await
