@@ -11,6 +11,7 @@
 
 pub mod binaries;
 pub mod error;
+pub mod gaps;
 pub mod master;
 pub mod observe;
 pub mod plan;

@@ -145,7 +145,10 @@ fn record_event(s: &mut TailState, e: StatusEvent) {
     seen.events += 1;
 }
 
-fn assign_from_beginning<C: Consumer>(consumer: &C, topic: &str) -> Result<(), ChaosError> {
+pub(crate) fn assign_from_beginning<C: Consumer>(
+    consumer: &C,
+    topic: &str,
+) -> Result<(), ChaosError> {
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| ChaosError::Kafka(writ_kafka::KafkaClientError::kafka("metadata", e)))?;

@@ -154,8 +154,10 @@ fn start(
         .env(
             "RUST_LOG",
             // Rebalances (writ_kafka, info) are kept: a lost or doubled
-            // command is explained by the partition moves around it.
-            std::env::var("WRIT_CHAOS_CHILD_LOG").unwrap_or_else(|_| "warn,writ_kafka=info".into()),
+            // command is explained by the partition moves around it; offset
+            // gaps (writ_kafka::gap, debug) tell records the broker skipped.
+            std::env::var("WRIT_CHAOS_CHILD_LOG")
+                .unwrap_or_else(|_| "warn,writ_kafka=info,writ_kafka::gap=debug".into()),
         )
         .stdin(Stdio::null())
         .stdout(out)

@@ -476,7 +476,17 @@ async fn drive(c: &SoakConfig, world: &mut World) -> Result<SoakReport, ChaosErr
             last * 100.0
         ),
     });
-    checks.push(verify::exactly_once(&expected, &history));
+    let lost = verify::lost(&expected, &history);
+    let evidence = crate::gaps::explain(
+        &world.settings,
+        world.dir(),
+        &[world.layout.commands(), world.layout.bulk()],
+        &lost,
+    )
+    .await?;
+    checks.extend(verify::exactly_once_of_delivered(
+        &expected, &history, &evidence,
+    ));
     checks.push(Check::note(
         "throughput",
         format!(

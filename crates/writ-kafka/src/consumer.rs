@@ -76,6 +76,49 @@ impl Batchable for ConsumedRecord {
 struct RebalanceLog {
     revoked: HashSet<(String, i32)>,
     generation: u64,
+    next_offsets: NextOffsets,
+}
+
+/// The offset each partition's next record should have, to notice records a
+/// broker never delivered.
+///
+/// On Apache Kafka a jump is normal after transaction markers, compaction or
+/// retention; with idempotent, non-transactional producers on an uncompacted
+/// topic it means the broker skipped records. Only partitions seen since
+/// their latest assignment are tracked: a new assignment starts wherever the
+/// group's committed offset says.
+#[derive(Debug, Default)]
+pub(crate) struct NextOffsets {
+    next: Vec<(String, i32, i64)>,
+}
+
+impl NextOffsets {
+    /// Notes a delivered record; returns the skipped range `[expected, offset)`
+    /// when it lies past the next expected offset.
+    pub(crate) fn observe(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Option<(i64, i64)> {
+        let Some(entry) = self
+            .next
+            .iter_mut()
+            .find(|(t, p, _)| *p == partition && t == topic)
+        else {
+            self.next.push((topic.to_owned(), partition, offset + 1));
+            return None;
+        };
+        let expected = entry.2;
+        entry.2 = offset + 1;
+        (offset > expected).then_some((expected, offset))
+    }
+
+    /// Stops tracking a partition (revoked or newly assigned).
+    pub(crate) fn forget(&mut self, topic: &str, partition: i32) {
+        self.next
+            .retain(|(t, p, _)| !(*p == partition && t == topic));
+    }
 }
 
 /// Commits stored offsets synchronously on revoke and tells the batcher
@@ -105,6 +148,7 @@ impl ConsumerContext for WritConsumerContext {
                     .expect("rebalance log poisoned by a panic in a callback");
                 for e in tpl.elements() {
                     log.revoked.insert((e.topic().to_owned(), e.partition()));
+                    log.next_offsets.forget(e.topic(), e.partition());
                 }
                 log.generation += 1;
                 info!(partitions = tpl.count(), "partitions revoked");
@@ -116,6 +160,7 @@ impl ConsumerContext for WritConsumerContext {
                     .expect("rebalance log poisoned by a panic in a callback");
                 for e in tpl.elements() {
                     log.revoked.remove(&(e.topic().to_owned(), e.partition()));
+                    log.next_offsets.forget(e.topic(), e.partition());
                 }
                 log.generation += 1;
                 info!(partitions = tpl.count(), "partitions assigned");
@@ -224,7 +269,11 @@ impl BatchConsumer {
     async fn recv(&self) -> Result<ConsumedRecord, KafkaClientError> {
         loop {
             match self.consumer.recv().await {
-                Ok(m) => return Ok(ConsumedRecord::from_message(&m)),
+                Ok(m) => {
+                    let record = ConsumedRecord::from_message(&m);
+                    self.note_position(&record);
+                    return Ok(record);
+                }
                 Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
                     return Err(KafkaClientError::kafka("consume", e))
                 }
@@ -233,6 +282,28 @@ impl BatchConsumer {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
+        }
+    }
+
+    /// Logs records the broker skipped (target `writ_kafka::gap`, debug): the
+    /// evidence that tells a lost command the worker never received from one it
+    /// mishandled.
+    fn note_position(&self, r: &ConsumedRecord) {
+        let skipped = self
+            .log
+            .lock()
+            .expect("rebalance log poisoned")
+            .next_offsets
+            .observe(&r.topic, r.partition, r.offset);
+        if let Some((expected, received)) = skipped {
+            debug!(
+                target: "writ_kafka::gap",
+                topic = %r.topic,
+                partition = r.partition,
+                expected,
+                received,
+                "offset gap: the broker delivered a later record than the next expected one"
+            );
         }
     }
 
@@ -372,4 +443,43 @@ fn tpl_of(partitions: &[(&str, i32)]) -> TopicPartitionList {
         tpl.add_partition(t, *p);
     }
     tpl
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NextOffsets;
+
+    #[test]
+    fn consecutive_offsets_are_no_gap_and_a_jump_is_reported_once() {
+        let mut n = NextOffsets::default();
+        assert_eq!(n.observe("t", 0, 10), None, "first record after assignment");
+        assert_eq!(n.observe("t", 0, 11), None);
+        assert_eq!(n.observe("t", 1, 3), None, "partitions are tracked apart");
+        assert_eq!(n.observe("u", 0, 50), None, "topics are tracked apart");
+        assert_eq!(n.observe("t", 0, 20), Some((12, 20)));
+        assert_eq!(
+            n.observe("t", 0, 21),
+            None,
+            "tracking goes on after the gap"
+        );
+        assert_eq!(n.observe("t", 1, 4), None);
+    }
+
+    #[test]
+    fn a_forgotten_partition_starts_again_without_a_gap() {
+        let mut n = NextOffsets::default();
+        n.observe("t", 0, 10);
+        n.forget("t", 0);
+        assert_eq!(
+            n.observe("t", 0, 500),
+            None,
+            "a new assignment starts anywhere"
+        );
+        assert_eq!(
+            n.observe("t", 0, 400),
+            None,
+            "going back (a re-read) is no gap"
+        );
+        assert_eq!(n.observe("t", 0, 402), Some((401, 402)));
+    }
 }
