@@ -143,17 +143,7 @@ pub async fn locate(
     let codec = PayloadCodec::new(SchemaCatalog::builtin(), None)?;
     let mut found = Locations::new();
     for topic in topics {
-        let consumer: StreamConsumer = settings
-            .reader_config()?
-            .set("enable.partition.eof", "false")
-            .create()
-            .map_err(|e| {
-                ChaosError::Kafka(writ_kafka::KafkaClientError::kafka(
-                    "create topic reader",
-                    e,
-                ))
-            })?;
-        crate::observe::assign_from_beginning(&consumer, topic)?;
+        let consumer: StreamConsumer = crate::observe::reader_from_beginning(settings, topic)?;
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             let m = match tokio::time::timeout(quiet, consumer.recv()).await {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::config::FromClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
@@ -47,17 +48,7 @@ pub struct StatusTail {
 impl StatusTail {
     /// Starts reading every partition of `topic` from the beginning.
     pub fn start(settings: &KafkaSettings, topic: &str) -> Result<Self, ChaosError> {
-        let consumer: StreamConsumer = settings
-            .reader_config()?
-            .set("enable.partition.eof", "false")
-            .create()
-            .map_err(|e| {
-                ChaosError::Kafka(writ_kafka::KafkaClientError::kafka(
-                    "create status reader",
-                    e,
-                ))
-            })?;
-        assign_from_beginning(&consumer, topic)?;
+        let consumer: StreamConsumer = reader_from_beginning(settings, topic)?;
         let state = Arc::new(Mutex::new(TailState::default()));
         let codec = PayloadCodec::new(SchemaCatalog::builtin(), None)?;
         let shared = state.clone();
@@ -145,10 +136,26 @@ fn record_event(s: &mut TailState, e: StatusEvent) {
     seen.events += 1;
 }
 
-pub(crate) fn assign_from_beginning<C: Consumer>(
-    consumer: &C,
+/// A group-less reader of every partition of `topic`, from its beginning.
+pub(crate) fn reader_from_beginning<C: FromClientConfig + Consumer>(
+    settings: &KafkaSettings,
     topic: &str,
-) -> Result<(), ChaosError> {
+) -> Result<C, ChaosError> {
+    let consumer: C = settings
+        .reader_config()?
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|e| {
+            ChaosError::Kafka(writ_kafka::KafkaClientError::kafka(
+                "create a topic reader",
+                e,
+            ))
+        })?;
+    assign_from_beginning(&consumer, topic)?;
+    Ok(consumer)
+}
+
+fn assign_from_beginning<C: Consumer>(consumer: &C, topic: &str) -> Result<(), ChaosError> {
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| ChaosError::Kafka(writ_kafka::KafkaClientError::kafka("metadata", e)))?;
@@ -203,14 +210,7 @@ pub fn read_dlq(
     topic: &str,
     quiet: Duration,
 ) -> Result<Vec<DlqEntry>, ChaosError> {
-    let consumer: BaseConsumer = settings
-        .reader_config()?
-        .set("enable.partition.eof", "false")
-        .create()
-        .map_err(|e| {
-            ChaosError::Kafka(writ_kafka::KafkaClientError::kafka("create DLQ reader", e))
-        })?;
-    assign_from_beginning(&consumer, topic)?;
+    let consumer: BaseConsumer = reader_from_beginning(settings, topic)?;
     let mut out = Vec::new();
     let mut last = Instant::now();
     let deadline = last + Duration::from_secs(120);

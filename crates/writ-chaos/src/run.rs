@@ -277,13 +277,7 @@ async fn drive(c: &RunConfig, plan: Arc<Plan>, world: &mut World) -> Result<RunR
 
     let (order, first_violation) = verify::order_violations(&history, mark);
     let lost = verify::lost(&expected, &history);
-    let evidence = crate::gaps::explain(
-        &world.settings,
-        world.dir(),
-        &[world.layout.commands(), world.layout.bulk()],
-        &lost,
-    )
-    .await?;
+    let evidence = world.explain_losses(&lost).await?;
     let mut checks = verify::exactly_once_of_delivered(&expected, &history, &evidence);
     // Commands the broker skipped never reach a terminal state, so the waits
     // for one time out; that is no unanswered request when they explain it.

@@ -477,13 +477,7 @@ async fn drive(c: &SoakConfig, world: &mut World) -> Result<SoakReport, ChaosErr
         ),
     });
     let lost = verify::lost(&expected, &history);
-    let evidence = crate::gaps::explain(
-        &world.settings,
-        world.dir(),
-        &[world.layout.commands(), world.layout.bulk()],
-        &lost,
-    )
-    .await?;
+    let evidence = world.explain_losses(&lost).await?;
     checks.extend(verify::exactly_once_of_delivered(
         &expected, &history, &evidence,
     ));

@@ -261,6 +261,21 @@ impl World {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Which of the `lost` commands the broker never delivered to a worker
+    /// (from the processes' gap logs and the command topics).
+    pub async fn explain_losses(
+        &self,
+        lost: &[(String, i64)],
+    ) -> Result<crate::gaps::LossEvidence, ChaosError> {
+        crate::gaps::explain(
+            &self.settings,
+            self.dir(),
+            &[self.layout.commands(), self.layout.bulk()],
+            lost,
+        )
+        .await
+    }
 }
 
 /// A worker's TOML configuration.
