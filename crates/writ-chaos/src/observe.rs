@@ -7,10 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::config::FromClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -210,39 +210,32 @@ pub fn read_dlq(
     topic: &str,
     quiet: Duration,
 ) -> Result<Vec<DlqEntry>, ChaosError> {
-    let consumer: BaseConsumer = reader_from_beginning(settings, topic)?;
-    let mut out = Vec::new();
-    let mut last = Instant::now();
-    let deadline = last + Duration::from_secs(120);
-    while last.elapsed() < quiet && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            last = Instant::now();
-            let r = ConsumedRecord::from_message(&m);
-            out.push(DlqEntry {
-                reason: r.headers.get_str(dlq::REASON).unwrap_or("").to_owned(),
-                key: r
-                    .key
-                    .as_deref()
-                    .map(|k| String::from_utf8_lossy(k).into_owned()),
-                id: r.headers.get_str("ce_id").map(str::to_owned),
-                source: r.headers.get_str("ce_source").map(str::to_owned),
-                tag: r.headers.get_str(CHAOS_TAG).map(str::to_owned),
-                original_topic: r
-                    .headers
-                    .get_str(dlq::ORIGINAL_TOPIC)
-                    .unwrap_or("")
-                    .to_owned(),
-                original_position: (
-                    number(&r.headers, dlq::ORIGINAL_PARTITION) as i32,
-                    number(&r.headers, dlq::ORIGINAL_OFFSET),
-                ),
-                worker: r.headers.get_str(dlq::WORKER_ID).unwrap_or("").to_owned(),
-                attempts: number(&r.headers, dlq::ATTEMPTS) as u32,
-                position: (r.partition, r.offset),
-            });
-        }
-    }
-    Ok(out)
+    let records = writ_kafka::read_until_quiet(settings, topic, quiet, Duration::from_secs(120))?;
+    Ok(records
+        .into_iter()
+        .map(|r| DlqEntry {
+            reason: r.headers.get_str(dlq::REASON).unwrap_or("").to_owned(),
+            key: r
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            id: r.headers.get_str("ce_id").map(str::to_owned),
+            source: r.headers.get_str("ce_source").map(str::to_owned),
+            tag: r.headers.get_str(CHAOS_TAG).map(str::to_owned),
+            original_topic: r
+                .headers
+                .get_str(dlq::ORIGINAL_TOPIC)
+                .unwrap_or("")
+                .to_owned(),
+            original_position: (
+                number(&r.headers, dlq::ORIGINAL_PARTITION) as i32,
+                number(&r.headers, dlq::ORIGINAL_OFFSET),
+            ),
+            worker: r.headers.get_str(dlq::WORKER_ID).unwrap_or("").to_owned(),
+            attempts: number(&r.headers, dlq::ATTEMPTS) as u32,
+            position: (r.partition, r.offset),
+        })
+        .collect())
 }
 
 /// A numeric header, -1 when missing or malformed.

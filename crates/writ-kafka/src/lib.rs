@@ -13,6 +13,7 @@ pub mod error;
 pub mod headers;
 pub mod producer;
 pub mod settings;
+pub mod snapshot;
 
 pub use admin::{TopicAdmin, TopicDescription, TopicOutcome};
 pub use batch::{BatchBuilder, BatchLimits};
@@ -20,3 +21,4 @@ pub use consumer::{BatchConsumer, ConsumedRecord};
 pub use error::KafkaClientError;
 pub use producer::{Delivered, OutgoingRecord, RecordProducer};
 pub use settings::{KafkaSettings, SettingsError};
+pub use snapshot::read_until_quiet;

@@ -8,8 +8,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -144,27 +142,13 @@ pub async fn create_topics(kafka: &TestKafka, settings: &KafkaSettings, layout: 
 /// polling until the topic has been quiet for a moment (tansu's high
 /// watermarks are not reliable).
 pub fn read_topic(settings: &KafkaSettings, topic: &str) -> Vec<ConsumedRecord> {
-    let consumer: BaseConsumer = settings.reader_config().unwrap().create().unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let quiet = Duration::from_millis(1500);
-    let mut last = std::time::Instant::now();
-    let deadline = last + Duration::from_secs(60);
-    while last.elapsed() < quiet && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            last = std::time::Instant::now();
-            out.push(ConsumedRecord::from_message(&m));
-        }
-    }
-    out
+    writ_kafka::read_until_quiet(
+        settings,
+        topic,
+        Duration::from_millis(1500),
+        Duration::from_secs(60),
+    )
+    .unwrap()
 }
 
 /// Which local store an edge under test uses.

@@ -8,8 +8,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use sqlx::PgPool;
 use writ_codec::{PayloadCodec, SchemaCatalog};
@@ -150,27 +148,13 @@ impl Stack {
     /// polls until the topic has been quiet for a moment. (High watermarks are
     /// not used: tansu reports them per produce batch, not per record.)
     pub fn read_topic(&self, topic: &str) -> Vec<ConsumedRecord> {
-        let consumer: BaseConsumer = self.settings.reader_config().unwrap().create().unwrap();
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in md.topics()[0].partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
-        let mut out = Vec::new();
-        let quiet = Duration::from_millis(1500);
-        let mut last = std::time::Instant::now();
-        let deadline = last + Duration::from_secs(60);
-        while last.elapsed() < quiet && std::time::Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                last = std::time::Instant::now();
-                out.push(ConsumedRecord::from_message(&m));
-            }
-        }
-        out
+        writ_kafka::read_until_quiet(
+            &self.settings,
+            topic,
+            Duration::from_millis(1500),
+            Duration::from_secs(60),
+        )
+        .unwrap()
     }
 
     /// Rows in the master's history table: one per applied write.

@@ -1,0 +1,53 @@
+//! Reading a whole topic once, for tools and tests: every record present
+//! now, from the beginning of each partition.
+//!
+//! The end is found by quiet time rather than high watermarks, which some
+//! Kafka-protocol brokers (tansu) report per produce batch instead of per
+//! record; the cost is the quiet time at the end of every read.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::consumer::ConsumedRecord;
+use crate::error::KafkaClientError;
+use crate::settings::KafkaSettings;
+
+/// Reads every partition of `topic` from its beginning until no record has
+/// arrived for `quiet`, or `limit` has passed. Blocking.
+pub fn read_until_quiet(
+    settings: &KafkaSettings,
+    topic: &str,
+    quiet: Duration,
+    limit: Duration,
+) -> Result<Vec<ConsumedRecord>, KafkaClientError> {
+    let consumer: BaseConsumer = settings
+        .reader_config()?
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|e| KafkaClientError::kafka("create a topic reader", e))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| KafkaClientError::kafka("metadata", e))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .map_err(|e| KafkaClientError::kafka("assign", e))?;
+        }
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| KafkaClientError::kafka("assign", e))?;
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    let deadline = last + limit;
+    while last.elapsed() < quiet && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            last = Instant::now();
+            out.push(ConsumedRecord::from_message(&m));
+        }
+    }
+    Ok(out)
+}
