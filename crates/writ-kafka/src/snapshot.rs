@@ -14,6 +14,20 @@ use crate::consumer::ConsumedRecord;
 use crate::error::KafkaClientError;
 use crate::settings::KafkaSettings;
 
+/// [`read_until_quiet`] with 1.5 s of quiet and a one-minute limit: enough
+/// for a local broker that has acknowledged everything it will get.
+pub fn read_topic(
+    settings: &KafkaSettings,
+    topic: &str,
+) -> Result<Vec<ConsumedRecord>, KafkaClientError> {
+    read_until_quiet(
+        settings,
+        topic,
+        Duration::from_millis(1500),
+        Duration::from_secs(60),
+    )
+}
+
 /// Reads every partition of `topic` from its beginning until no record has
 /// arrived for `quiet`, or `limit` has passed. Blocking.
 pub fn read_until_quiet(

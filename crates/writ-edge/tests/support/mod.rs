@@ -142,13 +142,7 @@ pub async fn create_topics(kafka: &TestKafka, settings: &KafkaSettings, layout: 
 /// polling until the topic has been quiet for a moment (tansu's high
 /// watermarks are not reliable).
 pub fn read_topic(settings: &KafkaSettings, topic: &str) -> Vec<ConsumedRecord> {
-    writ_kafka::read_until_quiet(
-        settings,
-        topic,
-        Duration::from_millis(1500),
-        Duration::from_secs(60),
-    )
-    .unwrap()
+    writ_kafka::snapshot::read_topic(settings, topic).unwrap()
 }
 
 /// Which local store an edge under test uses.

@@ -126,13 +126,7 @@ entity_key = "customer_id"
     /// until the topic has been quiet for a moment (tansu's high watermarks
     /// are not reliable enough to stop at).
     pub fn read_topic(&self, topic: &str) -> Vec<ConsumedRecord> {
-        writ_kafka::read_until_quiet(
-            &self.settings,
-            topic,
-            Duration::from_millis(1500),
-            Duration::from_secs(60),
-        )
-        .unwrap()
+        writ_kafka::snapshot::read_topic(&self.settings, topic).unwrap()
     }
 
     /// Every status event on the status topic, decoded.

@@ -148,13 +148,7 @@ impl Stack {
     /// polls until the topic has been quiet for a moment. (High watermarks are
     /// not used: tansu reports them per produce batch, not per record.)
     pub fn read_topic(&self, topic: &str) -> Vec<ConsumedRecord> {
-        writ_kafka::read_until_quiet(
-            &self.settings,
-            topic,
-            Duration::from_millis(1500),
-            Duration::from_secs(60),
-        )
-        .unwrap()
+        writ_kafka::snapshot::read_topic(&self.settings, topic).unwrap()
     }
 
     /// Rows in the master's history table: one per applied write.
