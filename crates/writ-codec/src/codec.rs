@@ -10,7 +10,7 @@ use writ_core::StatusEvent;
 
 use crate::catalog::{CommandSchema, SchemaCatalog};
 use crate::error::CodecError;
-use crate::json::{avro_to_json, json_to_avro, ValidationErrors};
+use crate::json::{avro_into_json, avro_to_json, json_to_avro, ValidationErrors};
 use crate::registry::{Registry, RegistrySettings};
 use crate::status_avro;
 
@@ -86,6 +86,27 @@ impl PayloadCodec {
     ) -> Result<EncodedPayload, CodecError> {
         let schema = self.schema(command_type)?;
         let value = json_to_avro(schema.schema(), payload)?;
+        self.encode_value(schema, value, format).await
+    }
+
+    /// Encodes a value [`json_to_avro`] already validated against the command
+    /// type's schema, without validating it again.
+    pub async fn encode_validated(
+        &self,
+        command_type: &str,
+        value: Value,
+        format: PayloadFormat,
+    ) -> Result<EncodedPayload, CodecError> {
+        let schema = self.schema(command_type)?;
+        self.encode_value(schema, value, format).await
+    }
+
+    async fn encode_value(
+        &self,
+        schema: &CommandSchema,
+        value: Value,
+        format: PayloadFormat,
+    ) -> Result<EncodedPayload, CodecError> {
         match format {
             PayloadFormat::Json => Ok(EncodedPayload {
                 bytes: canonical_json(&value)?,
@@ -112,7 +133,7 @@ impl PayloadCodec {
     ) -> Result<serde_json::Value, CodecError> {
         let schema = self.schema(command_type)?;
         let value = self.decode_value(schema, content_type, bytes).await?;
-        Ok(avro_to_json(&value))
+        Ok(avro_into_json(value))
     }
 
     /// Encodes a status event per `schemas/writ/status-event.avsc`.
@@ -158,7 +179,7 @@ impl PayloadCodec {
     ) -> Result<StatusEvent, CodecError> {
         let schema = self.catalog.status_schema()?;
         let value = self.decode_value(schema, content_type, bytes).await?;
-        serde_json::from_value(avro_to_json(&value))
+        serde_json::from_value(avro_into_json(value))
             .map_err(|e| CodecError::Validation(ValidationErrors::single("$", e.to_string())))
     }
 
@@ -370,6 +391,32 @@ mod tests {
                 );
                 let back = c.decode(t, enc.content_type, &enc.bytes).await.unwrap();
                 assert_eq!(back, canonical, "{t} {format:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_validated_value_encodes_as_its_canonical_json_does() {
+        // The ingress validates once and encodes that value; the bytes must be
+        // those of encoding the canonical JSON, which the worker fingerprints.
+        let c = codec();
+        let mut values: Vec<(&str, Value)> = examples()
+            .into_iter()
+            .map(|(t, p)| (t, json_to_avro(c.schema(t).unwrap().schema(), &p).unwrap()))
+            .collect();
+        let status_schema = c.catalog().status_schema().unwrap();
+        let event = serde_json::to_value(status(true)).unwrap();
+        values.push(("status", json_to_avro(status_schema.schema(), &event).unwrap()));
+        for (t, value) in values {
+            let canonical = avro_to_json(&value);
+            assert_eq!(avro_into_json(value.clone()), canonical, "{t}");
+            if t == "status" {
+                continue;
+            }
+            for format in [PayloadFormat::Json, PayloadFormat::Avro] {
+                let direct = c.encode_validated(t, value.clone(), format).await.unwrap();
+                let again = c.encode(t, &canonical, format).await.unwrap();
+                assert_eq!(direct, again, "{t} {format:?}");
             }
         }
     }

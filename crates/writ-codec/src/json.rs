@@ -145,6 +145,33 @@ pub fn avro_to_json(value: &Value) -> Json {
     }
 }
 
+/// [`avro_to_json`] taking the value, so strings and field names move into
+/// the JSON instead of being copied (decoding builds a value only for this).
+pub fn avro_into_json(value: Value) -> Json {
+    match value {
+        Value::String(s) | Value::Enum(_, s) => Json::String(s),
+        Value::Union(_, inner) => avro_into_json(*inner),
+        Value::Array(items) => Json::Array(items.into_iter().map(avro_into_json).collect()),
+        Value::Map(m) => {
+            let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Json::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, avro_into_json(v)))
+                    .collect(),
+            )
+        }
+        Value::Record(fields) => Json::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, avro_into_json(v)))
+                .collect::<Map<_, _>>(),
+        ),
+        other => avro_to_json(&other),
+    }
+}
+
 /// An instant as RFC 3339, or the raw number if it is outside `time`'s range.
 fn timestamp_json(nanos: i128, raw: i64) -> Json {
     OffsetDateTime::from_unix_timestamp_nanos(nanos)

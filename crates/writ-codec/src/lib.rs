@@ -15,7 +15,9 @@ mod status_avro;
 pub use catalog::{CommandSchema, SchemaCatalog, DATASCHEMA_PREFIX, STATUS_SCHEMA_STEM};
 pub use codec::{EncodedPayload, PayloadCodec, PayloadFormat};
 pub use error::CodecError;
-pub use json::{avro_to_json, json_to_avro, validate_partial, FieldError, ValidationErrors};
+pub use json::{
+    avro_into_json, avro_to_json, json_to_avro, validate_partial, FieldError, ValidationErrors,
+};
 pub use registry::RegistrySettings;
 
 /// The Avro crate this codec speaks, so callers name the same `Schema` and `Value` types.

@@ -425,7 +425,7 @@ impl Submitter {
         let fingerprint = payload_fingerprint(&canonical);
         let encoded = self
             .codec
-            .encode(command_type, &canonical, self.payload_format)
+            .encode_validated(command_type, value, self.payload_format)
             .await
             .map_err(codec_problem)?;
         let content_type = ContentType::parse(encoded.content_type).unwrap_or(self.payload_format);
