@@ -406,7 +406,10 @@ mod tests {
             .collect();
         let status_schema = c.catalog().status_schema().unwrap();
         let event = serde_json::to_value(status(true)).unwrap();
-        values.push(("status", json_to_avro(status_schema.schema(), &event).unwrap()));
+        values.push((
+            "status",
+            json_to_avro(status_schema.schema(), &event).unwrap(),
+        ));
         for (t, value) in values {
             let canonical = avro_to_json(&value);
             assert_eq!(avro_into_json(value.clone()), canonical, "{t}");
