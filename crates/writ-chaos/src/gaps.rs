@@ -12,12 +12,11 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::StreamConsumer;
 use writ_codec::{PayloadCodec, SchemaCatalog};
 use writ_core::cloudevents;
-use writ_kafka::{ConsumedRecord, KafkaSettings};
+use writ_kafka::KafkaSettings;
 
 use crate::error::ChaosError;
 
@@ -143,14 +142,9 @@ pub async fn locate(
     let codec = PayloadCodec::new(SchemaCatalog::builtin(), None)?;
     let mut found = Locations::new();
     for topic in topics {
-        let consumer: StreamConsumer = crate::observe::reader_from_beginning(settings, topic)?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            let m = match tokio::time::timeout(quiet, consumer.recv()).await {
-                Err(_) => break,
-                Ok(Err(_)) => continue,
-                Ok(Ok(m)) => ConsumedRecord::from_message(&m),
-            };
+        let records =
+            writ_kafka::read_until_quiet(settings, topic, quiet, Duration::from_secs(120))?;
+        for m in records {
             let Some(entity) = m.headers.get_str(cloudevents::SUBJECT) else {
                 continue;
             };

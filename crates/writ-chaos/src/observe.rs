@@ -9,9 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::config::FromClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::StreamConsumer;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 use writ_codec::{PayloadCodec, SchemaCatalog};
@@ -48,7 +46,8 @@ pub struct StatusTail {
 impl StatusTail {
     /// Starts reading every partition of `topic` from the beginning.
     pub fn start(settings: &KafkaSettings, topic: &str) -> Result<Self, ChaosError> {
-        let consumer: StreamConsumer = reader_from_beginning(settings, topic)?;
+        let consumer: StreamConsumer =
+            writ_kafka::snapshot::reader_from_beginning(settings, topic)?;
         let state = Arc::new(Mutex::new(TailState::default()));
         let codec = PayloadCodec::new(SchemaCatalog::builtin(), None)?;
         let shared = state.clone();
@@ -134,46 +133,6 @@ fn record_event(s: &mut TailState, e: StatusEvent) {
     seen.state = e.state;
     seen.code = e.error.map(|x| x.code);
     seen.events += 1;
-}
-
-/// A group-less reader of every partition of `topic`, from its beginning.
-pub(crate) fn reader_from_beginning<C: FromClientConfig + Consumer>(
-    settings: &KafkaSettings,
-    topic: &str,
-) -> Result<C, ChaosError> {
-    let consumer: C = settings
-        .reader_config()?
-        .set("enable.partition.eof", "false")
-        .create()
-        .map_err(|e| {
-            ChaosError::Kafka(writ_kafka::KafkaClientError::kafka(
-                "create a topic reader",
-                e,
-            ))
-        })?;
-    assign_from_beginning(&consumer, topic)?;
-    Ok(consumer)
-}
-
-fn assign_from_beginning<C: Consumer>(consumer: &C, topic: &str) -> Result<(), ChaosError> {
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| ChaosError::Kafka(writ_kafka::KafkaClientError::kafka("metadata", e)))?;
-    let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .map_err(|e| ChaosError::Kafka(writ_kafka::KafkaClientError::kafka("assign", e)))?;
-        }
-    }
-    if tpl.count() == 0 {
-        return Err(ChaosError::Config(format!(
-            "topic `{topic}` has no partitions"
-        )));
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| ChaosError::Kafka(writ_kafka::KafkaClientError::kafka("assign", e)))
 }
 
 /// One DLQ record, as the checks need it.

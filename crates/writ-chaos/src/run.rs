@@ -281,13 +281,13 @@ async fn drive(c: &RunConfig, plan: Arc<Plan>, world: &mut World) -> Result<RunR
     let mut checks = verify::exactly_once_of_delivered(&expected, &history, &evidence);
     // Commands the broker skipped never reach a terminal state, so the waits
     // for one time out; that is no unanswered request when they explain it.
-    let skips_explain_the_wait = !evidence.skipped.is_empty()
-        && verify::all_terminal_but_skipped(&terminal, evidence.skipped.len()).verdict
-            == verify::Verdict::Pass;
+    let terminal_check = verify::all_terminal_but_skipped(&terminal, evidence.skipped.len());
+    let skips_explain_the_wait =
+        !evidence.skipped.is_empty() && terminal_check.verdict == verify::Verdict::Pass;
     checks.extend([
         order,
         verify::poison_dead_lettered(&plan.poison, &dlq_after),
-        verify::all_terminal_but_skipped(&terminal, evidence.skipped.len()),
+        terminal_check,
         verify::other_payload_refused(n(&counters.other_sent), n(&counters.other_422), n(&counters.raw_reused), &history),
         verify::same_payload_answered(n(&counters.same_sent), n(&counters.same_2xx), n(&counters.same_replayed)),
         verify::replay_completed(exhausted, missing_before, &history, mark),

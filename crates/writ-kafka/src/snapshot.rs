@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use rdkafka::config::FromClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::consumer::ConsumedRecord;
@@ -28,15 +30,13 @@ pub fn read_topic(
     )
 }
 
-/// Reads every partition of `topic` from its beginning until no record has
-/// arrived for `quiet`, or `limit` has passed. Blocking.
-pub fn read_until_quiet(
+/// A consumer outside any group, assigned every partition of `topic` from its
+/// beginning; a topic without partitions (one that does not exist) is an error.
+pub fn reader_from_beginning<C: FromClientConfig + Consumer>(
     settings: &KafkaSettings,
     topic: &str,
-    quiet: Duration,
-    limit: Duration,
-) -> Result<Vec<ConsumedRecord>, KafkaClientError> {
-    let consumer: BaseConsumer = settings
+) -> Result<C, KafkaClientError> {
+    let consumer: C = settings
         .reader_config()?
         .set("enable.partition.eof", "false")
         .create()
@@ -51,9 +51,28 @@ pub fn read_until_quiet(
                 .map_err(|e| KafkaClientError::kafka("assign", e))?;
         }
     }
+    if tpl.count() == 0 {
+        return Err(KafkaClientError::Item {
+            operation: "read",
+            item: topic.to_owned(),
+            code: RDKafkaErrorCode::UnknownTopicOrPartition,
+        });
+    }
     consumer
         .assign(&tpl)
         .map_err(|e| KafkaClientError::kafka("assign", e))?;
+    Ok(consumer)
+}
+
+/// Reads every partition of `topic` from its beginning until no record has
+/// arrived for `quiet`, or `limit` has passed. Blocking.
+pub fn read_until_quiet(
+    settings: &KafkaSettings,
+    topic: &str,
+    quiet: Duration,
+    limit: Duration,
+) -> Result<Vec<ConsumedRecord>, KafkaClientError> {
+    let consumer: BaseConsumer = reader_from_beginning(settings, topic)?;
     let mut out = Vec::new();
     let mut last = Instant::now();
     let deadline = last + limit;

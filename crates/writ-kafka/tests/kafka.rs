@@ -228,3 +228,39 @@ async fn unsafe_settings_never_reach_a_client() {
     let s = KafkaSettings::new("127.0.0.1:1").with("enable.auto.offset.store", "true");
     assert!(BatchConsumer::new(&s, "g", &["t"]).is_err());
 }
+
+#[tokio::test]
+async fn a_whole_topic_is_read_once_and_a_missing_one_is_an_error() {
+    let k = kafka().await;
+    let s = settings(k.bootstrap_servers());
+    let layout = create_layout(&k, &s, &unique_name("snap"), 2).await;
+    let producer = RecordProducer::new(&s).unwrap();
+    let records: Vec<OutgoingRecord> = (0..10)
+        .map(|i| {
+            OutgoingRecord::new(
+                layout.commands(),
+                format!("e-{}", i % 4),
+                format!("v-{i}"),
+                writ_core::Headers::new(),
+            )
+        })
+        .collect();
+    assert!(producer.send_all(&records).await.iter().all(Result::is_ok));
+
+    let read = writ_kafka::snapshot::read_topic(&s, &layout.commands()).unwrap();
+    let mut values: Vec<String> = read
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+        .collect();
+    values.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("v-{i}")).collect();
+    want.sort();
+    assert_eq!(values, want, "every record once, from both partitions");
+
+    let missing = format!("{}-never-created", unique_name("snap"));
+    let err = writ_kafka::snapshot::read_topic(&s, &missing).unwrap_err();
+    assert!(
+        err.to_string().contains(&missing) && err.to_string().contains("UnknownTopicOrPartition"),
+        "{err}"
+    );
+}
