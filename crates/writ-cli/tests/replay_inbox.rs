@@ -137,11 +137,8 @@ async fn replaying_applied_commands_is_a_no_op_on_the_master() {
     );
     // Every replayed command is answered again, with its original outcome.
     let all = wait_statuses(&d, &codec, 6).await;
-    token.cancel();
-    tokio::time::timeout(Duration::from_secs(20), handle)
+    writ_testkit::cancel_and_join(&token, handle, Duration::from_secs(20))
         .await
-        .expect("worker drains")
-        .unwrap()
         .unwrap();
 
     for again in &all[3..] {

@@ -39,10 +39,7 @@ async fn the_demo_applies_all_six_patterns_on_the_dev_stack() {
         Some(true)
     );
 
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running)
+    writ_testkit::cancel_and_join(&stop, running, Duration::from_secs(30))
         .await
-        .expect("the stack stops within 30 s")
-        .unwrap()
         .unwrap();
 }

@@ -167,10 +167,7 @@ async fn the_readme_walkthrough_runs_against_writ_dev() {
             }
         }
     }
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running)
+    writ_testkit::cancel_and_join(&stop, running, Duration::from_secs(30))
         .await
-        .expect("the stack stops")
-        .unwrap()
         .unwrap();
 }

@@ -107,11 +107,8 @@ async fn stop_worker(
     token: CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
-    token.cancel();
-    tokio::time::timeout(Duration::from_secs(30), handle)
+    writ_testkit::cancel_and_join(&token, handle, Duration::from_secs(30))
         .await
-        .expect("worker drains")
-        .unwrap()
         .unwrap();
 }
 

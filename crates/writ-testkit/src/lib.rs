@@ -13,6 +13,7 @@ pub mod names;
 pub mod postgres;
 pub mod python;
 pub mod registry;
+pub mod tasks;
 
 pub use fixtures::{customers_master_toml, customers_worker_toml, CUSTOMERS_MASTER_DDL};
 pub use kafka::{kafka, kafka_with_brokers, mock_kafka, BrokerKind, TestKafka};
@@ -20,6 +21,7 @@ pub use logs::{line_at, LogCapture};
 pub use names::{unique_db_name, unique_group, unique_name, unique_topic};
 pub use postgres::{postgres, TestPostgres};
 pub use python::{python, repo_root, run_interop, run_interop_with_timeout};
+pub use tasks::cancel_and_join;
 
 use std::sync::Once;
 

@@ -165,19 +165,6 @@ url = "sqlite::memory:"
     .unwrap()
 }
 
-/// Cancels the worker and waits (bounded) for it to drain without error.
-async fn stop_and_drain<E: std::fmt::Debug>(
-    stop: &CancellationToken,
-    handle: tokio::task::JoinHandle<Result<(), E>>,
-) {
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), handle)
-        .await
-        .expect("worker drains")
-        .unwrap()
-        .unwrap();
-}
-
 /// A mock cluster with the layout's command, status and DLQ topics.
 fn mock_with_topics(prefix: &str) -> (TestKafka, TopicLayout, KafkaSettings) {
     writ_testkit::init_tracing();
@@ -261,7 +248,9 @@ async fn exhausted_then_successor(refused_commits: usize) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop_and_drain(&stop, handle).await;
+    writ_testkit::cancel_and_join(&stop, handle, Duration::from_secs(30))
+        .await
+        .unwrap();
 
     let applied = master.applied.lock().unwrap().clone();
     assert_eq!(
@@ -402,7 +391,9 @@ async fn offsets_are_committed_on_the_interval_when_idle_and_at_shutdown() {
     }
 
     apply("two", 2).await;
-    stop_and_drain(&stop, handle).await;
+    writ_testkit::cancel_and_join(&stop, handle, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(
         committed(&settings, &group, &topic),
         Some(2),

@@ -223,9 +223,5 @@ pub async fn stop_worker(
     token: tokio_util::sync::CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    token.cancel();
-    tokio::time::timeout(Duration::from_secs(20), handle)
-        .await
-        .expect("worker drains within 20 s")
-        .expect("worker task panicked")
+    writ_testkit::cancel_and_join(&token, handle, Duration::from_secs(20)).await
 }
