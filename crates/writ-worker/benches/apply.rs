@@ -232,6 +232,35 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// CPU seconds (user + system) used so far by each live process whose
+/// command name is one of `names`, summed per name.
+fn cpu_seconds_by_command(names: &[&str]) -> Vec<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut sums = vec![0.0; names.len()];
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ..." — comm may hold spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let Some(slot) = names.iter().position(|n| comm.starts_with(n)) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the comm.
+        let used: f64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+            .sum();
+        sums[slot] += used / ticks;
+    }
+    sums
+}
+
 /// Sums of `writ_batch_stage_duration_seconds` per stage, from the worker's /metrics.
 async fn stage_seconds(port: u16) -> String {
     let Ok(resp) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
@@ -431,10 +460,14 @@ async fn run() {
         .unwrap();
     let spawned = Instant::now();
     let mut first_progress = None;
+    // Who used the CPU while the worker applied: the worker, the database, the broker.
+    const CPU_USERS: &[&str] = &["writ-worker", "postgres", "tansu"];
+    let mut cpu_at_first_progress = Vec::new();
     loop {
         let done = committed_total(&settings, &group, &layout.bulk(), partitions);
         if done > 0 && first_progress.is_none() {
             first_progress = Some((Instant::now(), done));
+            cpu_at_first_progress = cpu_seconds_by_command(CPU_USERS);
         }
         if done as usize >= n {
             break;
@@ -447,7 +480,14 @@ async fn run() {
     }
     let total = spawned.elapsed();
     let (t0, done0) = first_progress.unwrap();
-    let c = (n as i64 - done0) as f64 / t0.elapsed().as_secs_f64();
+    let sustained = t0.elapsed().as_secs_f64();
+    let applied = (n as i64 - done0) as f64;
+    let c = applied / sustained;
+    let cpu: Vec<f64> = cpu_seconds_by_command(CPU_USERS)
+        .iter()
+        .zip(&cpu_at_first_progress)
+        .map(|(end, start)| end - start)
+        .collect();
     let rss = peak_rss_kib(child.id());
     let stages = stage_seconds(metrics_port).await;
     // SAFETY: kill(2) on our own child.
@@ -459,6 +499,14 @@ async fn run() {
         total.as_secs_f64()
     );
     println!("       worker seconds per stage, summed over batches: {stages}");
+    println!(
+        "       CPU while applying ({sustained:.1} s, 2 cores = {:.1} s): worker {:.1} s ({:.0} µs/command), PostgreSQL {:.1} s, broker {:.1} s",
+        2.0 * sustained,
+        cpu[0],
+        cpu[0] * 1e6 / applied,
+        cpu[1],
+        cpu[2],
+    );
     println!(
         "  c/a = {:.2}   worker peak RSS = {} MiB",
         c / a,
