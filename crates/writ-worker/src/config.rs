@@ -113,9 +113,9 @@ pub struct WorkerConfig {
     /// Retry policy for retryable master failures.
     #[serde(default)]
     pub retry: RetryPolicy,
-    /// How many partition groups of one batch are applied at once, each in its
-    /// own master transaction (an entity lives in one partition, so its order
-    /// holds). Default: 2, or 1 for SQLite (one writer at a time).
+    /// How many groups of entities of one batch are applied at once, each in
+    /// its own master transaction (an entity's commands share a lane, so its
+    /// order holds). Default: 2, or 1 for SQLite (one writer at a time).
     #[serde(default)]
     pub apply_lanes: Option<usize>,
     /// Also dead-letter permanently rejected commands (their status is REJECTED either way).
@@ -238,7 +238,7 @@ impl WorkerConfig {
         Ok(())
     }
 
-    /// Partition groups of a batch applied concurrently (see `apply_lanes`).
+    /// Entity groups of a batch applied concurrently (see `apply_lanes`).
     pub fn apply_lanes(&self) -> usize {
         self.apply_lanes.unwrap_or(match self.master {
             writ_store::MasterConfig::Sqlite(_) => 1,

@@ -106,7 +106,7 @@ pub struct Pipeline {
     pub status_format: StatusFormat,
     /// Also dead-letter rejected commands.
     pub dead_letter_rejections: bool,
-    /// Partition groups of a batch applied concurrently.
+    /// Entity groups of a batch applied concurrently.
     pub apply_lanes: usize,
 }
 
@@ -127,22 +127,51 @@ enum Resolution {
     Dead(DeadLetter),
 }
 
-/// Maps a record's position in the batch to its lane: the batch's partitions
-/// are dealt round-robin over `lanes`, so a partition never spans two lanes.
-fn lane_assignment(records: &[ConsumedRecord], lanes: usize) -> impl Fn(usize) -> usize + '_ {
-    let mut partitions: Vec<(&str, i32)> = records
-        .iter()
-        .map(|r| (r.topic.as_str(), r.partition))
-        .collect();
-    partitions.sort_unstable();
-    partitions.dedup();
+/// The lane of each record of a batch: records with the same key (the
+/// entity key, DESIGN.md) share a lane, so every command of an entity is
+/// applied by one lane in offset order; keyless records follow their
+/// partition. Hashing keys rather than dealing out whole partitions keeps
+/// every lane busy even when a batch comes from a single partition, which
+/// is how fetches usually fill it.
+fn lane_assignment(records: &[ConsumedRecord], lanes: usize) -> Vec<usize> {
+    use std::hash::{Hash, Hasher};
     let lanes = lanes.max(1);
-    move |i| {
-        let r = &records[i];
-        let rank = partitions
-            .binary_search(&(r.topic.as_str(), r.partition))
-            .expect("every record's partition is listed");
-        rank % lanes
+    records
+        .iter()
+        .map(|r| {
+            if lanes == 1 {
+                return 0;
+            }
+            // Fixed keys: the same key gets the same lane in every batch and process.
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            match &r.key {
+                Some(key) => key.hash(&mut h),
+                None => (r.topic.as_str(), r.partition).hash(&mut h),
+            }
+            (h.finish() % lanes as u64) as usize
+        })
+        .collect()
+}
+
+/// A spawned task that is aborted when its handle is dropped unjoined.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    /// Waits for the task; its panic is resumed here.
+    async fn join(mut self) -> T {
+        match (&mut self.0).await {
+            Ok(value) => value,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => unreachable!("a lane task is aborted only with its batch: {e}"),
+            },
+        }
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -170,7 +199,7 @@ impl Pipeline {
 
     /// Applies a decoded batch and builds its status events and dead letters.
     pub async fn apply_and_emit(
-        &self,
+        self: &Arc<Self>,
         records: &[ConsumedRecord],
         decoded: Vec<Decoded>,
     ) -> Result<Prepared, PipelineError> {
@@ -193,7 +222,7 @@ impl Pipeline {
             for (i, d) in decoded.into_iter().enumerate() {
                 match d {
                     Decoded::Command(c) => {
-                        let lane = &mut lanes[lane_of(i)];
+                        let lane = &mut lanes[lane_of[i]];
                         lane.positions.push(i);
                         lane.commands.push(c);
                     }
@@ -201,16 +230,36 @@ impl Pipeline {
                 }
             }
             let t = Instant::now();
-            // Each lane holds whole partitions, in offset order, and so every
-            // command of an entity: lanes may apply concurrently, each in its
-            // own transaction, so the master works while another lane waits.
-            let applied = futures::future::try_join_all(
-                lanes
+            // Each lane holds every command of its entities, in offset order:
+            // lanes may apply concurrently, each in its own transaction, so
+            // the master works while another lane waits.
+            let mut lanes: Vec<Chunk> = lanes
+                .into_iter()
+                .filter(|l| !l.commands.is_empty())
+                .collect();
+            let applied = if lanes.len() == 1 {
+                vec![self.apply_all(lanes.remove(0)).await?]
+            } else {
+                // Each lane on a task of its own, so that building and reading
+                // one lane's statements runs on another core while the other
+                // lane does the same, not only their database waits. Dropping
+                // this future (a drain timeout) aborts them: an abandoned batch
+                // is replayed, and a lane's open transaction rolls back.
+                let tasks: Vec<AbortOnDrop<_>> = lanes
                     .into_iter()
-                    .filter(|l| !l.commands.is_empty())
-                    .map(|l| self.apply_all(l)),
-            )
-            .await?;
+                    .map(|lane| {
+                        let pipeline = self.clone();
+                        AbortOnDrop(tokio::spawn(
+                            async move { pipeline.apply_all(lane).await }.in_current_span(),
+                        ))
+                    })
+                    .collect();
+                let mut applied = Vec::with_capacity(tasks.len());
+                for task in tasks {
+                    applied.push(task.join().await?);
+                }
+                applied
+            };
             for (i, r) in applied.into_iter().flatten() {
                 resolutions[i] = Some(r);
             }
@@ -940,22 +989,30 @@ mod tests {
     }
 
     #[test]
-    fn lanes_take_whole_partitions_dealt_round_robin() {
-        let records = vec![
-            at("t", 5, 0),
-            at("t", 0, 0),
-            at("t", 3, 0),
-            at("t", 0, 1),
-            at("t", 5, 1),
-            at("t", 3, 1),
-        ];
-        let lane = lane_assignment(&records, 2);
-        let lanes: Vec<usize> = (0..records.len()).map(&lane).collect();
-        // Partitions 0, 3, 5 rank 0, 1, 2: lanes 0, 1, 0.
-        assert_eq!(lanes, [0, 0, 1, 0, 0, 1]);
-        let one = lane_assignment(&records, 1);
-        assert!((0..records.len()).all(|i| one(i) == 0));
-        let many = lane_assignment(&records, 8);
-        assert_eq!(many(0), many(4), "a partition never spans two lanes");
+    fn an_entity_keeps_one_lane_and_one_partition_fills_every_lane() {
+        let keyed = |partition, offset, key: &str| ConsumedRecord {
+            key: Some(key.as_bytes().to_vec()),
+            ..at("t", partition, offset)
+        };
+        // One partition, 64 entities, each twice.
+        let records: Vec<ConsumedRecord> = (0..128)
+            .map(|i| keyed(0, i, &format!("entity-{}", i % 64)))
+            .collect();
+        let lanes = lane_assignment(&records, 2);
+        for i in 0..64 {
+            assert_eq!(lanes[i], lanes[i + 64], "entity-{i} spans two lanes");
+        }
+        let first = lanes.iter().filter(|&&l| l == 0).count();
+        assert!(
+            (32..=96).contains(&first),
+            "one partition's entities spread over both lanes: {first} of 128 in lane 0"
+        );
+        // The same key gets the same lane in another batch, on another partition.
+        assert_eq!(lane_assignment(&[keyed(3, 9, "entity-7")], 2)[0], lanes[7]);
+        // Keyless records stay with their partition.
+        let keyless = vec![at("t", 5, 0), at("t", 0, 0), at("t", 5, 1), at("t", 0, 1)];
+        let lanes = lane_assignment(&keyless, 4);
+        assert_eq!((lanes[0], lanes[1]), (lanes[2], lanes[3]));
+        assert!(lane_assignment(&records, 1).iter().all(|&l| l == 0));
     }
 }
