@@ -39,6 +39,8 @@ enum Command {
     },
 }
 
+writ_alloc::install!();
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();

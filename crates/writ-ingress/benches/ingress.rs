@@ -25,6 +25,10 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+// The ingress (and the worker for CP-1) run in this process: give it the
+// binaries' allocator.
+writ_alloc::install!();
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -20,6 +20,8 @@ struct Args {
     check: bool,
 }
 
+writ_alloc::install!();
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
