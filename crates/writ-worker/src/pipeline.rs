@@ -62,15 +62,13 @@ pub struct BatchReport {
     pub exhausted: usize,
 }
 
-/// A batch whose master effects are durable, with what remains to deliver.
-#[derive(Debug)]
+/// A batch whose master effects are durable; its status events and dead
+/// letters are still to be built and delivered ([`Pipeline::deliver`]).
 pub struct Prepared {
-    /// Status events and dead letters to produce.
-    pub outgoing: Vec<OutgoingRecord>,
+    records: Vec<ConsumedRecord>,
+    resolutions: Vec<Resolution>,
     /// (topic, partition, offset) of every record of the batch, in order.
     pub offsets: Vec<(String, i32, i64)>,
-    /// What the batch came to.
-    pub report: BatchReport,
 }
 
 impl Prepared {
@@ -80,7 +78,9 @@ impl Prepared {
     /// then apply it *after* newer commands of the same entity — so no later
     /// batch may be applied before that commit.
     pub fn needs_commit_before_next(&self) -> bool {
-        self.report.exhausted > 0
+        self.resolutions
+            .iter()
+            .any(|r| matches!(r, Resolution::Exhausted { .. }))
     }
 }
 
@@ -197,10 +197,12 @@ impl Pipeline {
         Ok(decoded)
     }
 
-    /// Applies a decoded batch and builds its status events and dead letters.
-    pub async fn apply_and_emit(
+    /// Applies a decoded batch. Its status events and dead letters are built
+    /// by [`Pipeline::deliver`], on the delivery task, while the next batch
+    /// applies: the apply is what the run loop waits for.
+    pub async fn apply(
         self: &Arc<Self>,
-        records: &[ConsumedRecord],
+        records: Vec<ConsumedRecord>,
         decoded: Vec<Decoded>,
     ) -> Result<Prepared, PipelineError> {
         let span = info_span!(
@@ -211,7 +213,7 @@ impl Pipeline {
         async move {
             let mut resolutions: Vec<Option<Resolution>> =
                 (0..records.len()).map(|_| None).collect();
-            let lane_of = lane_assignment(records, self.apply_lanes);
+            let lane_of = lane_assignment(&records, self.apply_lanes);
             let mut lanes: Vec<Chunk> = (0..self.apply_lanes.max(1))
                 .map(|_| Chunk {
                     positions: Vec::new(),
@@ -264,48 +266,56 @@ impl Pipeline {
                 resolutions[i] = Some(r);
             }
             self.metrics.stage("apply", t.elapsed());
-            let t = Instant::now();
-            let mut report = BatchReport {
-                records: records.len(),
-                ..BatchReport::default()
-            };
-            let mut outgoing = Vec::with_capacity(records.len());
-            for (record, resolution) in records.iter().zip(resolutions) {
-                let resolution =
-                    resolution.expect("every record of a batch is resolved exactly once");
-                self.emit(record, resolution, &mut outgoing, &mut report)
-                    .await?;
-            }
-            self.metrics.stage("emit", t.elapsed());
+            let resolutions = resolutions
+                .into_iter()
+                .map(|r| r.expect("every record of a batch is resolved exactly once"))
+                .collect();
             let offsets = records
                 .iter()
                 .map(|r| (r.topic.clone(), r.partition, r.offset))
                 .collect();
             Ok(Prepared {
-                outgoing,
+                records,
+                resolutions,
                 offsets,
-                report,
             })
         }
         .instrument(span)
         .await
     }
 
-    /// Produces a prepared batch's records and waits for every acknowledgement.
-    /// Dead letters go first: a `DEAD_LETTERED` status must never announce a
-    /// DLQ record that a failed produce left unwritten.
-    pub async fn deliver(&self, prepared: Prepared) -> Result<(), PipelineError> {
+    /// Builds an applied batch's status events and dead letters, produces
+    /// them and waits for every acknowledgement. Dead letters go first: a
+    /// `DEAD_LETTERED` status must never announce a DLQ record that a failed
+    /// produce left unwritten.
+    pub async fn deliver(&self, prepared: Prepared) -> Result<BatchReport, PipelineError> {
+        let Prepared {
+            records,
+            resolutions,
+            ..
+        } = prepared;
+        let t = Instant::now();
+        let mut report = BatchReport {
+            records: records.len(),
+            ..BatchReport::default()
+        };
+        let mut outgoing = Vec::with_capacity(records.len());
+        for (record, resolution) in records.iter().zip(resolutions) {
+            self.emit(record, resolution, &mut outgoing, &mut report)
+                .await?;
+        }
+        self.metrics.stage("emit", t.elapsed());
         let t = Instant::now();
         let dlq = self.layout.dlq();
         let (dead_letters, statuses): (Vec<_>, Vec<_>) =
-            prepared.outgoing.into_iter().partition(|r| r.topic == dlq);
+            outgoing.into_iter().partition(|r| r.topic == dlq);
         if !dead_letters.is_empty() {
             self.produce_all(dead_letters).await?;
         }
         self.produce_all(statuses).await?;
         self.metrics.stage("produce", t.elapsed());
-        debug!(report = ?prepared.report, "batch delivered");
-        Ok(())
+        debug!(?report, "batch delivered");
+        Ok(report)
     }
 
     async fn decode_all(&self, records: &[ConsumedRecord]) -> Result<Vec<Decoded>, PipelineError> {

@@ -193,8 +193,8 @@ impl Worker {
         let limits = config.batch_limits();
         let drain = config.drain_timeout();
         // Delivery runs one batch behind: while batch N's status events are
-        // produced and acknowledged (and only then its offsets stored), batch
-        // N+1 is gathered, decoded and applied. Offsets still follow acks.
+        // built, produced and acknowledged (and only then its offsets stored),
+        // batch N+1 is gathered, decoded and applied. Offsets still follow acks.
         // A batch that must be committed before the next one applies carries
         // a sender the delivery task answers once the commit is durable.
         let (deliver_tx, mut deliver_rx) =
@@ -227,8 +227,7 @@ impl Worker {
                         break;
                     };
                     let offsets = std::mem::take(&mut prepared.offsets);
-                    let report = prepared.report;
-                    pipeline.deliver(prepared).await?;
+                    let report = pipeline.deliver(prepared).await?;
                     let t = std::time::Instant::now();
                     consumer.store_offsets(offsets.iter().map(|(t, p, o)| (t.as_str(), *p, *o)))?;
                     if let Some(committed) = committed {
@@ -313,10 +312,11 @@ impl Worker {
                 };
                 // Finish the batch even when shutdown arrives meanwhile, but
                 // only for `drain`: an abandoned batch is simply replayed later.
+                let records = batch.len();
                 let prepared = tokio::select! {
-                    prepared = pipeline.apply_and_emit(&batch, decoded) => prepared?,
+                    prepared = pipeline.apply(batch, decoded) => prepared?,
                     _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
-                        warn!(records = batch.len(), "drain timeout: abandoning the in-flight batch; it will be replayed");
+                        warn!(records, "drain timeout: abandoning the in-flight batch; it will be replayed");
                         break;
                     }
                 };
