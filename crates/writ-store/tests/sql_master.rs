@@ -449,6 +449,24 @@ async fn expire_inbox_deletes_old_rows_only(env: Env) {
     assert_eq!(r[0].outcome, applied(2, "c0"));
 }
 
+/// Applies as the worker does: a retryable failure is retried after a pause.
+/// Two transactions upserting the same new rows can deadlock in PostgreSQL
+/// (its speculative insertions wait on each other), which is retryable.
+async fn apply_retrying(m: &SqlMaster, batch: &[Command]) -> Vec<writ_store::ApplyResult> {
+    use writ_core::Classified;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match m.apply(batch).await {
+            Ok(results) => return results,
+            Err(e) if e.is_retryable() && attempt < 10 => {
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await
+            }
+            Err(e) => panic!("attempt {attempt}: {e:?}"),
+        }
+    }
+}
+
 both!(two_racing_workers_apply_exactly_once);
 async fn two_racing_workers_apply_exactly_once(env: Env) {
     let a = env.master().await;
@@ -463,8 +481,7 @@ async fn two_racing_workers_apply_exactly_once(env: Env) {
             )
         })
         .collect();
-    let (ra, rb) = tokio::join!(a.apply(&batch), b.apply(&batch));
-    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let (ra, rb) = tokio::join!(apply_retrying(&a, &batch), apply_retrying(&b, &batch));
     for (x, y) in ra.iter().zip(&rb) {
         assert!(
             x.duplicate != y.duplicate,
