@@ -851,11 +851,24 @@ mod tests {
     }
 
     /// Fails (retryably) every batch holding one of `failing`, or every batch
-    /// while `down`; applies the rest. Counts calls.
+    /// while `down`; with `hang`, never answers; applies the rest. Counts
+    /// calls, and the calls still running.
+    #[derive(Default)]
     struct ScriptedMaster {
         failing: Vec<String>,
         down: bool,
+        hang: bool,
         calls: std::sync::atomic::AtomicU32,
+        running: Arc<std::sync::atomic::AtomicI32>,
+    }
+
+    /// Counts a call as running until it is dropped (finished or cancelled).
+    struct Running(Arc<std::sync::atomic::AtomicI32>);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     #[async_trait::async_trait]
@@ -869,6 +882,12 @@ mod tests {
         async fn apply(&self, batch: &[Command]) -> Result<Vec<ApplyResult>, MasterError> {
             self.calls
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.running
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _running = Running(self.running.clone());
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
             if self.down || batch.iter().any(|c| self.failing.contains(&c.envelope.id)) {
                 return Err(MasterError::Unavailable {
                     message: "could not obtain lock".into(),
@@ -962,8 +981,7 @@ mod tests {
         for stuck in ["c-0", "c-5", "c-15"] {
             let master = Arc::new(ScriptedMaster {
                 failing: vec![stuck.into()],
-                down: false,
-                calls: Default::default(),
+                ..Default::default()
             });
             let out = pipeline(master).apply_all(chunk(16)).await.unwrap();
             assert_eq!(out.len(), 16, "one resolution per command");
@@ -988,14 +1006,54 @@ mod tests {
     #[tokio::test]
     async fn a_master_that_is_down_is_not_bisected_command_by_command() {
         let master = Arc::new(ScriptedMaster {
-            failing: Vec::new(),
             down: true,
-            calls: Default::default(),
+            ..Default::default()
         });
         let out = pipeline(master.clone()).apply_all(chunk(16)).await.unwrap();
         assert_eq!(exhausted_ids(&out).len(), 16, "everything is dead-lettered");
         // The batch, then each half once: 3 chunks × 2 attempts.
         assert_eq!(master.calls.load(std::sync::atomic::Ordering::Relaxed), 6);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_batch_stops_the_applies_of_its_lanes() {
+        use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+        let master = Arc::new(ScriptedMaster {
+            hang: true,
+            ..Default::default()
+        });
+        let pipeline = Arc::new(Pipeline {
+            apply_lanes: 2,
+            ..pipeline(master.clone())
+        });
+        let all = chunk(32);
+        let records: Vec<ConsumedRecord> = all
+            .commands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ConsumedRecord {
+                key: Some(c.envelope.id.clone().into_bytes()),
+                ..at("t", 0, i as i64)
+            })
+            .collect();
+        let decoded = all.commands.into_iter().map(Decoded::Command).collect();
+        let apply = pipeline.apply(records, decoded);
+        // The drain timeout of the run loop: the batch is abandoned.
+        let abandoned = tokio::time::timeout(std::time::Duration::from_millis(200), apply).await;
+        assert!(abandoned.is_err(), "a hanging master never answers");
+        assert_eq!(master.calls.load(Relaxed), 2, "both lanes were applying");
+        // Aborted tasks are dropped on the runtime's next turn.
+        for _ in 0..100 {
+            if master.running.load(SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            master.running.load(SeqCst),
+            0,
+            "no lane keeps applying an abandoned batch"
+        );
     }
 
     #[test]
