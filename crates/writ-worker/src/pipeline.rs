@@ -67,11 +67,17 @@ pub struct BatchReport {
 pub struct Prepared {
     records: Vec<ConsumedRecord>,
     resolutions: Vec<Resolution>,
-    /// (topic, partition, offset) of every record of the batch, in order.
-    pub offsets: Vec<(String, i32, i64)>,
 }
 
 impl Prepared {
+    /// (topic, partition, offset) of every record of the batch, in order.
+    pub fn offsets(&self) -> Vec<(String, i32, i64)> {
+        self.records
+            .iter()
+            .map(|r| (r.topic.clone(), r.partition, r.offset))
+            .collect()
+    }
+
     /// Some command was dead-lettered without an inbox record (retries
     /// exhausted against an unreachable master). Until this batch's offsets
     /// are committed, a crash would redeliver it and a recovered master would
@@ -135,13 +141,12 @@ enum Resolution {
 /// is how fetches usually fill it.
 fn lane_assignment(records: &[ConsumedRecord], lanes: usize) -> Vec<usize> {
     use std::hash::{Hash, Hasher};
-    let lanes = lanes.max(1);
+    if lanes <= 1 {
+        return vec![0; records.len()];
+    }
     records
         .iter()
         .map(|r| {
-            if lanes == 1 {
-                return 0;
-            }
             // Fixed keys: the same key gets the same lane in every batch and process.
             let mut h = std::collections::hash_map::DefaultHasher::new();
             match &r.key {
@@ -270,14 +275,9 @@ impl Pipeline {
                 .into_iter()
                 .map(|r| r.expect("every record of a batch is resolved exactly once"))
                 .collect();
-            let offsets = records
-                .iter()
-                .map(|r| (r.topic.clone(), r.partition, r.offset))
-                .collect();
             Ok(Prepared {
                 records,
                 resolutions,
-                offsets,
             })
         }
         .instrument(span)
@@ -292,7 +292,6 @@ impl Pipeline {
         let Prepared {
             records,
             resolutions,
-            ..
         } = prepared;
         let t = Instant::now();
         let mut report = BatchReport {

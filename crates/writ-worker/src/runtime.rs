@@ -223,10 +223,10 @@ impl Worker {
                             continue;
                         }
                     };
-                    let Some((mut prepared, committed)) = next else {
+                    let Some((prepared, committed)) = next else {
                         break;
                     };
-                    let offsets = std::mem::take(&mut prepared.offsets);
+                    let offsets = prepared.offsets();
                     let report = pipeline.deliver(prepared).await?;
                     let t = std::time::Instant::now();
                     consumer.store_offsets(offsets.iter().map(|(t, p, o)| (t.as_str(), *p, *o)))?;
