@@ -261,13 +261,54 @@ fn cpu_seconds_by_command(names: &[&str]) -> Vec<f64> {
     sums
 }
 
+/// The upserts of `customers` this database has run since its statistics
+/// were last reset (from `pg_stat_statements`, which `tests/run.sh` loads):
+/// how many, and how many rows each wrote on average. Per-entity order costs
+/// one statement per repeat of an entity in a batch, so this shows the shape
+/// of the batches each phase applied.
+async fn upsert_statements(pool: &PgPool) -> String {
+    let row: Result<(i64, f64), sqlx::Error> = sqlx::query_as(
+        "SELECT coalesce(sum(calls), 0)::int8, coalesce(sum(rows)::float8 / nullif(sum(calls), 0), 0) \
+         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+         WHERE d.datname = current_database() \
+         AND s.query ILIKE '%INSERT INTO %customers%ON CONFLICT%DO UPDATE%'",
+    )
+    .fetch_one(pool)
+    .await;
+    match row {
+        Ok((calls, rows)) => format!("{calls} upserts of {rows:.0} rows on average"),
+        Err(_) => "statement counts unavailable (pg_stat_statements not loaded)".into(),
+    }
+}
+
+/// Makes `pg_stat_statements` readable in this database and starts its counts afresh.
+async fn reset_statements(pool: &PgPool) {
+    let _ = sqlx::raw_sql(
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
+    )
+    .execute(pool)
+    .await;
+}
+
 /// Sums of `writ_batch_stage_duration_seconds` per stage, from the worker's /metrics.
 async fn stage_seconds(port: u16) -> String {
     let Ok(resp) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
         return "(metrics unavailable)".into();
     };
     let text = resp.text().await.unwrap_or_default();
-    text.lines()
+    if let Ok(path) = std::env::var("WRIT_BENCH_METRICS_DUMP") {
+        let _ = std::fs::write(path, &text);
+    }
+    let value = |prefix: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let stages = text
+        .lines()
         .filter(|l| l.starts_with("writ_batch_stage_duration_seconds_sum"))
         .filter_map(|l| {
             let stage = l.split("stage=\"").nth(1)?.split('"').next()?;
@@ -275,7 +316,22 @@ async fn stage_seconds(port: u16) -> String {
             Some(format!("{stage}={secs:.2}"))
         })
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    let batches = match (
+        value("writ_batch_records_count"),
+        value("writ_batch_records_sum"),
+    ) {
+        (Some(count), Some(sum)) if count > 0.0 => {
+            format!(
+                "; {count:.0} master applies of {:.0} commands on average",
+                sum / count
+            )
+        }
+        _ => String::new(),
+    };
+    let waited = value("writ_rate_limit_wait_seconds_sum")
+        .map_or(String::new(), |w| format!("; rate-limit wait {w:.2} s"));
+    format!("{stages}{batches}{waited}")
 }
 
 /// The worker's configuration for the benchmark's master database.
@@ -385,9 +441,11 @@ async fn run() {
         n as f64 / started.elapsed().as_secs_f64()
     );
 
+    reset_statements(pg.pool()).await;
     let a = ceiling(pg.pool(), &cmds, batch, true).await;
     println!(
-        "  (a)  ceiling:       {a:>9.0} commands/s (inbox row + upsert, set-based, batch {batch})"
+        "  (a)  ceiling:       {a:>9.0} commands/s (inbox row + upsert, set-based, batch {batch}; {})",
+        upsert_statements(pg.pool()).await
     );
     let a_prime = ceiling(pg.pool(), &cmds, batch, false).await;
     println!(
@@ -408,10 +466,12 @@ async fn run() {
     ))
     .unwrap();
     let adapter = writ_store::connect(&adapter_config.master).await.unwrap();
+    reset_statements(adapter_db.pool()).await;
     let a_adapter = adapter_alone(adapter.as_ref(), &cmds, batch).await;
     println!(
-        "  (a\") writ's adapter: {a_adapter:>9.0} commands/s (PostgreSQL master from memory: probe, writes, inbox; {:.0}% of a)",
-        100.0 * a_adapter / a
+        "  (a\") writ's adapter: {a_adapter:>9.0} commands/s (PostgreSQL master from memory: probe, writes, inbox; {:.0}% of a; {})",
+        100.0 * a_adapter / a,
+        upsert_statements(adapter_db.pool()).await
     );
     drop(adapter);
     drop(cmds);
@@ -429,6 +489,7 @@ async fn run() {
         .execute(master_db.pool())
         .await
         .unwrap();
+    reset_statements(master_db.pool()).await;
     let config = worker_config(&layout, batch, &bootstrap, master_db.url(), metrics_port);
     let file = std::env::temp_dir().join(format!("writ-bench-{}.toml", Uuid::new_v4()));
     std::fs::write(&file, config).unwrap();
@@ -449,7 +510,10 @@ async fn run() {
     let mut child = command
         .arg("--config")
         .arg(&file)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("WRIT_BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .envs(
             std::env::var("WRIT_BENCH_MALLOC_ARENA_MAX")
                 .ok()
@@ -506,6 +570,10 @@ async fn run() {
         total.as_secs_f64()
     );
     println!("       worker seconds per stage, summed over batches: {stages}");
+    println!(
+        "       master: {}",
+        upsert_statements(master_db.pool()).await
+    );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "       CPU while applying ({sustained:.1} s, {cores} cores = {:.1} s): worker {:.1} s ({:.0} µs/command), PostgreSQL {:.1} s, broker {:.1} s",
