@@ -9,6 +9,9 @@
 //! - (a″) writ's PostgreSQL master adapter applying the same commands from
 //!   memory: what the adapter adds to (a), and what the runtime adds to it;
 //! - (b)  raw consume of the loaded topic, nothing applied;
+//! - (a‴) (a) again, with batches cut from the commands in the order (b)
+//!   received them — a partition's run at a time, as the worker's batches
+//!   are — so that c/a‴ compares the same statements with and without writ;
 //! - (c)  `writ-worker` (bulk profile, separate process) end to end: decode,
 //!   apply with inbox, status events produced and acknowledged, offsets
 //!   committed — timed until the group's committed offsets reach the end.
@@ -83,7 +86,7 @@ fn commands(n: usize, entities: usize) -> Vec<Cmd> {
 }
 
 /// Splits a batch into waves: each entity at most once per wave, in order.
-fn waves(batch: &[Cmd]) -> Vec<Vec<&Cmd>> {
+fn waves<'c>(batch: &[&'c Cmd]) -> Vec<Vec<&'c Cmd>> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut out: Vec<Vec<&Cmd>> = Vec::new();
     for c in batch {
@@ -121,7 +124,7 @@ async fn upsert_wave(tx: &mut sqlx::PgConnection, wave: &[&Cmd]) {
 }
 
 /// (a) and (a′): the database work alone, from memory.
-async fn ceiling(pool: &PgPool, cmds: &[Cmd], batch: usize, with_inbox: bool) -> f64 {
+async fn ceiling(pool: &PgPool, cmds: &[&Cmd], batch: usize, with_inbox: bool) -> f64 {
     sqlx::raw_sql(&format!("DROP TABLE IF EXISTS customers; DROP TABLE IF EXISTS bench_inbox; {TABLE_DDL}; \
         CREATE TABLE bench_inbox (submission_id uuid PRIMARY KEY, state smallint NOT NULL, canonical_id text, \
         version bigint, error_code text, error_message text, fingerprint text NOT NULL, \
@@ -191,19 +194,28 @@ async fn adapter_alone(master: &dyn writ_store::Master, cmds: &[Cmd], batch: usi
     cmds.len() as f64 / started.elapsed().as_secs_f64()
 }
 
-/// (b): consume the topic without applying.
-async fn raw_consume(settings: &KafkaSettings, topic: &str, n: usize) -> f64 {
+/// (b): consume the topic without applying. Also returns the commands'
+/// indexes in the order the consumer received them (from their `ce_id`,
+/// `bench-<index>`): the order a worker's batches have.
+async fn raw_consume(settings: &KafkaSettings, topic: &str, n: usize) -> (f64, Vec<usize>) {
     let consumer =
         BatchConsumer::new(settings, &format!("bench-raw-{}", Uuid::new_v4()), &[topic]).unwrap();
-    let mut seen = 0;
+    let mut order = Vec::with_capacity(n);
     let mut started = None;
-    while seen < n {
+    while order.len() < n {
         let batch = consumer.next_batch(BatchLimits::BULK).await.unwrap();
         started.get_or_insert_with(Instant::now);
-        seen += batch.len();
+        order.extend(batch.iter().filter_map(|r| {
+            r.headers
+                .get_str(writ_core::cloudevents::ID)?
+                .strip_prefix("bench-")?
+                .parse::<usize>()
+                .ok()
+        }));
     }
     // The first batch's wait includes the group join; time from the first record.
-    n as f64 / started.unwrap().elapsed().as_secs_f64()
+    let rate = n as f64 / started.unwrap().elapsed().as_secs_f64();
+    (rate, order)
 }
 
 fn committed_total(settings: &KafkaSettings, group: &str, topic: &str, partitions: i32) -> i64 {
@@ -441,13 +453,14 @@ async fn run() {
         n as f64 / started.elapsed().as_secs_f64()
     );
 
+    let in_load_order: Vec<&Cmd> = cmds.iter().collect();
     reset_statements(pg.pool()).await;
-    let a = ceiling(pg.pool(), &cmds, batch, true).await;
+    let a = ceiling(pg.pool(), &in_load_order, batch, true).await;
     println!(
         "  (a)  ceiling:       {a:>9.0} commands/s (inbox row + upsert, set-based, batch {batch}; {})",
         upsert_statements(pg.pool()).await
     );
-    let a_prime = ceiling(pg.pool(), &cmds, batch, false).await;
+    let a_prime = ceiling(pg.pool(), &in_load_order, batch, false).await;
     println!(
         "  (a') upsert alone:  {a_prime:>9.0} commands/s (exactly-once costs {:.0}%)",
         (1.0 - a / a_prime) * 100.0
@@ -474,9 +487,20 @@ async fn run() {
         upsert_statements(adapter_db.pool()).await
     );
     drop(adapter);
-    drop(cmds);
-    let b = raw_consume(&settings, &layout.bulk(), n).await;
+    let (b, received) = raw_consume(&settings, &layout.bulk(), n).await;
     println!("  (b)  raw consume:   {b:>9.0} records/s");
+    // (a) again, with batches cut from the commands in the order a consumer
+    // receives them — a partition's run at a time — as the worker's are.
+    let in_received_order: Vec<&Cmd> = received.iter().filter_map(|&i| cmds.get(i)).collect();
+    reset_statements(pg.pool()).await;
+    let a_received = ceiling(pg.pool(), &in_received_order, batch, true).await;
+    println!(
+        "  (a‴) ceiling, Kafka's order: {a_received:>9.0} commands/s (as (a), batches as received; {})",
+        upsert_statements(pg.pool()).await
+    );
+    drop(in_load_order);
+    drop(in_received_order);
+    drop(cmds);
 
     // (c) the worker, as deployed: its own process, bulk profile.
     let master_db = writ_testkit::postgres().await.unwrap();
@@ -584,8 +608,9 @@ async fn run() {
         cpu[2],
     );
     println!(
-        "  c/a = {:.2}   worker peak RSS = {} MiB",
+        "  c/a = {:.2}   c/a‴ = {:.2}   worker peak RSS = {} MiB",
         c / a,
+        c / a_received,
         rss.map_or("?".into(), |k| (k / 1024).to_string())
     );
 }
