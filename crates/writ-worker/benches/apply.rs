@@ -201,10 +201,12 @@ async fn raw_consume(settings: &KafkaSettings, topic: &str, n: usize) -> (f64, V
     let consumer =
         BatchConsumer::new(settings, &format!("bench-raw-{}", Uuid::new_v4()), &[topic]).unwrap();
     let mut order = Vec::with_capacity(n);
+    let mut seen = 0;
     let mut started = None;
-    while order.len() < n {
+    while seen < n {
         let batch = consumer.next_batch(BatchLimits::BULK).await.unwrap();
         started.get_or_insert_with(Instant::now);
+        seen += batch.len();
         order.extend(batch.iter().filter_map(|r| {
             r.headers
                 .get_str(writ_core::cloudevents::ID)?
