@@ -217,6 +217,12 @@ async fn raw_consume(settings: &KafkaSettings, topic: &str, n: usize) -> (f64, V
     }
     // The first batch's wait includes the group join; time from the first record.
     let rate = n as f64 / started.unwrap().elapsed().as_secs_f64();
+    // (a‴) would otherwise quietly measure fewer commands than (a).
+    assert_eq!(
+        order.len(),
+        seen,
+        "every loaded record carries its command's `ce_id` (bench-<index>)"
+    );
     (rate, order)
 }
 
