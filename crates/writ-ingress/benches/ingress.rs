@@ -16,7 +16,10 @@
 //! - (c′) the same with 5 ms fetch waits on the worker and the ingress'
 //!   status reader: the test broker holds every fetch for its whole wait
 //!   (Apache Kafka answers once data arrives), so (c) includes up to two of
-//!   those waits and (c′) shows the path without them.
+//!   those waits and (c′) shows the path without them;
+//!   `WRIT_BENCH_CP1_PROPERTIES` replaces (c′)'s librdkafka properties (both
+//!   consumers and both producers on the path), e.g.
+//!   `'"fetch.wait.max.ms" = "20", "linger.ms" = "1"'`.
 //!
 //! The load generator runs in the same process and shares the CPU with the
 //! ingress and the broker, so the figures are a lower bound of what the
@@ -229,7 +232,9 @@ async fn run() {
     // worker's and the ingress' status reader): the test broker answers a
     // fetch only when its wait is over, where Apache Kafka answers as soon as
     // data arrives, so (c′) shows the path without those waits.
-    for (label, properties) in [("c", ""), ("c'", r#""fetch.wait.max.ms" = "5""#)] {
+    let variant = std::env::var("WRIT_BENCH_CP1_PROPERTIES")
+        .unwrap_or_else(|_| r#""fetch.wait.max.ms" = "5""#.to_owned());
+    for (label, properties) in [("c", ""), ("c'", variant.as_str())] {
         let fresh = Topics::create(writ_testkit::kafka().await, "cp1", 2).await;
         let mut toml = fresh.ingress_toml("");
         if !properties.is_empty() {

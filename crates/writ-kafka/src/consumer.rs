@@ -4,9 +4,12 @@
 //! batch and synchronously when partitions are revoked.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -180,10 +183,20 @@ impl ConsumerContext for WritConsumerContext {
 
 /// A group consumer that hands out bounded batches.
 pub struct BatchConsumer {
-    consumer: StreamConsumer<WritConsumerContext>,
+    // Declared before `consumer`: the queues go first, the consumer closes last.
+    partition_queues: Vec<StreamPartitionQueue<WritConsumerContext>>,
+    consumer: Arc<StreamConsumer<WritConsumerContext>>,
+    /// Which partition queue a gather starts with, so none is always last.
+    next_queue: AtomicUsize,
     log: Arc<Mutex<RebalanceLog>>,
-    carry_over: Mutex<Option<ConsumedRecord>>,
+    /// Records read past the end of the last batch, the next one last.
+    carry_over: Mutex<Vec<ConsumedRecord>>,
 }
+
+/// Total prefetch of a consumer: librdkafka's thresholds apply to the one
+/// shared queue, or to each partition queue when they are split.
+const PREFETCH_KBYTES: usize = 4096;
+const PREFETCH_MESSAGES: usize = 10_000;
 
 impl BatchConsumer {
     /// Joins `group_id` and subscribes to `topics`.
@@ -192,19 +205,96 @@ impl BatchConsumer {
         group_id: &str,
         topics: &[&str],
     ) -> Result<Self, KafkaClientError> {
+        let config = settings.consumer_config(group_id)?;
+        Self::create(config, Vec::new(), topics)
+    }
+
+    /// Like [`BatchConsumer::new`], with a queue of its own for every
+    /// partition the topics have at start, so a batch takes records from all
+    /// the partitions that have some instead of from whichever one the last
+    /// fetch happened to fill.
+    ///
+    /// On a backlog a shared queue holds a run of one partition at a time, and
+    /// a batch of one partition repeats its entities over and over (a master
+    /// writing each entity once per statement then needs many statements).
+    /// Split queues also make librdkafka's prefetch thresholds per partition,
+    /// so it keeps fetching the partitions that run low. The total prefetch is
+    /// kept: the thresholds are divided by the partition count, and
+    /// `max.partition.fetch.bytes` is 256 KiB, unless configured.
+    /// Partitions added to a topic later are read through the shared queue
+    /// (a partition never changes queues, which would risk its order).
+    pub async fn with_partition_queues(
+        settings: &KafkaSettings,
+        group_id: &str,
+        topics: &[&str],
+        timeout: Duration,
+    ) -> Result<Self, KafkaClientError> {
+        let partitions = partitions_of(settings, topics, timeout).await?;
+        let mut config = settings.consumer_config(group_id)?;
+        let count = partitions.len().max(1);
+        if !settings.properties.contains_key("queued.min.messages") {
+            config.set(
+                "queued.min.messages",
+                (PREFETCH_MESSAGES / count).max(500).to_string(),
+            );
+        }
+        if !settings
+            .properties
+            .contains_key("queued.max.messages.kbytes")
+        {
+            config.set(
+                "queued.max.messages.kbytes",
+                (PREFETCH_KBYTES / count).max(256).to_string(),
+            );
+        }
+        // A fetched message keeps its whole fetch response in memory until
+        // it is consumed, and queues drained side by side keep one response
+        // per partition alive: smaller per-partition responses bound that.
+        if !settings
+            .properties
+            .contains_key("max.partition.fetch.bytes")
+        {
+            config.set("max.partition.fetch.bytes", "262144");
+        }
+        Self::create(config, partitions, topics)
+    }
+
+    fn create(
+        config: rdkafka::ClientConfig,
+        split: Vec<(String, i32)>,
+        topics: &[&str],
+    ) -> Result<Self, KafkaClientError> {
         let log = Arc::new(Mutex::new(RebalanceLog::default()));
         let context = WritConsumerContext { log: log.clone() };
-        let consumer: StreamConsumer<WritConsumerContext> = settings
-            .consumer_config(group_id)?
-            .create_with_context(context)
-            .map_err(|e| KafkaClientError::kafka("create consumer", e))?;
+        let consumer: Arc<StreamConsumer<WritConsumerContext>> = Arc::new(
+            config
+                .create_with_context(context)
+                .map_err(|e| KafkaClientError::kafka("create consumer", e))?,
+        );
+        // Split before subscribing: no record of these partitions can have
+        // reached the shared queue yet, so each partition has one source for
+        // the consumer's whole life, and its order is that source's order.
+        let mut partition_queues = Vec::with_capacity(split.len());
+        for (topic, partition) in &split {
+            let queue = consumer
+                .split_partition_queue(topic, *partition)
+                .ok_or_else(|| {
+                    KafkaClientError::kafka(
+                        "split partition queue",
+                        KafkaError::Subscription(format!("{topic}/{partition}")),
+                    )
+                })?;
+            partition_queues.push(queue);
+        }
         consumer
             .subscribe(topics)
             .map_err(|e| KafkaClientError::kafka("subscribe", e))?;
         Ok(Self {
+            partition_queues,
             consumer,
+            next_queue: AtomicUsize::new(0),
             log,
-            carry_over: Mutex::new(None),
+            carry_over: Mutex::new(Vec::new()),
         })
     }
 
@@ -216,11 +306,13 @@ impl BatchConsumer {
     ) -> Result<Vec<ConsumedRecord>, KafkaClientError> {
         let mut builder = BatchBuilder::new(limits);
         let mut generation = self.generation();
-        let carried = self.carry_over.lock().expect("carry-over poisoned").take();
-        let first = match carried.filter(|r| !self.is_revoked(r)) {
+        // Records taken but not yet batched, the next one last (popped).
+        let mut ready = std::mem::take(&mut *self.carry_over.lock().expect("carry-over poisoned"));
+        ready.retain(|r| !self.is_revoked(r));
+        let first = match ready.pop() {
             Some(r) => r,
             None => loop {
-                let r = self.recv().await?;
+                let r = self.recv_any().await?;
                 generation = self.generation();
                 if !self.is_revoked(&r) {
                     break r;
@@ -232,45 +324,61 @@ impl BatchConsumer {
         }
         let deadline = tokio::time::Instant::now() + limits.linger;
         while !builder.is_full() {
-            let next = match tokio::time::timeout_at(deadline, self.recv()).await {
-                Ok(record) => record?,
-                Err(_) => break,
+            if ready.is_empty() {
+                let room = limits.max_records.saturating_sub(builder.len());
+                self.take_ready(&mut ready, room)?;
+            }
+            let next = match ready.pop() {
+                Some(record) => record,
+                None => match tokio::time::timeout_at(deadline, self.recv_any()).await {
+                    Ok(record) => record?,
+                    Err(_) => break,
+                },
             };
             if self.absorb_rebalance(&mut builder, &mut generation) {
                 // A rebalance happened while gathering: close the batch with the
                 // records still ours, so the new assignment settles quickly.
-                self.carry(next);
+                ready.push(next);
                 break;
             }
             match builder.push(next) {
                 Ok(Push::TakenAndFull) => break,
                 Ok(Push::Taken) => {}
                 Err(overflow) => {
-                    self.carry(overflow);
+                    ready.push(overflow);
                     break;
                 }
             }
         }
+        // A consumer cannot un-read, and seeking would drop prefetched data:
+        // what was taken past the batch's end starts the next one.
+        *self.carry_over.lock().expect("carry-over poisoned") = ready;
         let mut batch = builder.take();
         batch.retain(|r| !self.is_revoked(r));
         debug!(records = batch.len(), "batch gathered");
         Ok(batch)
     }
 
-    /// Keeps a record read past the end of a batch for the next one: a
-    /// consumer cannot un-read, and seeking would drop prefetched data.
-    fn carry(&self, record: ConsumedRecord) {
-        *self.carry_over.lock().expect("carry-over poisoned") = Some(record);
-    }
-
-    /// The next record. Transient consumer errors (a broker going away, a
-    /// leader moving) are logged and skipped: librdkafka recovers from them by
-    /// itself, and stopping the worker would only add a restart to the outage.
-    async fn recv(&self) -> Result<ConsumedRecord, KafkaClientError> {
+    /// The next record from any queue, waiting for one. Transient consumer
+    /// errors (a broker going away, a leader moving) are logged and skipped:
+    /// librdkafka recovers from them by itself, and stopping the worker would
+    /// only add a restart to the outage.
+    async fn recv_any(&self) -> Result<ConsumedRecord, KafkaClientError> {
         loop {
-            match self.consumer.recv().await {
-                Ok(m) => {
-                    let record = ConsumedRecord::from_message(&m);
+            let received = if self.partition_queues.is_empty() {
+                received(self.consumer.recv().await)
+            } else {
+                // The shared queue is polled too: it serves the rebalance
+                // callbacks, and carries partitions added after start.
+                let mut waits = Vec::with_capacity(self.partition_queues.len() + 1);
+                waits.push(self.consumer.recv().map(received).boxed());
+                for queue in &self.partition_queues {
+                    waits.push(queue.recv().map(received).boxed());
+                }
+                futures::future::select_all(waits).await.0
+            };
+            match received {
+                Ok(record) => {
                     self.note_position(&record);
                     return Ok(record);
                 }
@@ -283,6 +391,60 @@ impl BatchConsumer {
                 }
             }
         }
+    }
+
+    /// Takes up to `room` records that are already prefetched, one per
+    /// partition queue in turn, so the batch mixes the partitions evenly; the
+    /// records end up in `out` in reverse order (popped from the back). The
+    /// shared queue is tried once per call to serve rebalance callbacks.
+    fn take_ready(
+        &self,
+        out: &mut Vec<ConsumedRecord>,
+        room: usize,
+    ) -> Result<(), KafkaClientError> {
+        let queues = self.partition_queues.len();
+        if queues == 0 || room == 0 {
+            return Ok(());
+        }
+        let mut taken = Vec::new();
+        if let Some(m) = self.consumer.recv().now_or_never() {
+            match received(m) {
+                Ok(record) => taken.push(record),
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                    return Err(KafkaClientError::kafka("consume", e))
+                }
+                Err(e) => warn!(error = %e, "consumer error; librdkafka will recover"),
+            }
+        }
+        let start = self.next_queue.fetch_add(1, Ordering::Relaxed) % queues;
+        let mut exhausted = vec![false; queues];
+        let mut live = queues;
+        let mut i = start;
+        while taken.len() < room && live > 0 {
+            if !exhausted[i] {
+                match self.partition_queues[i].recv().now_or_never().map(received) {
+                    Some(Ok(record)) => taken.push(record),
+                    Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                        return Err(KafkaClientError::kafka("consume", e))
+                    }
+                    Some(Err(e)) => {
+                        warn!(error = %e, "consumer error; librdkafka will recover");
+                        exhausted[i] = true;
+                        live -= 1;
+                    }
+                    None => {
+                        exhausted[i] = true;
+                        live -= 1;
+                    }
+                }
+            }
+            i = (i + 1) % queues;
+        }
+        for record in &taken {
+            self.note_position(record);
+        }
+        out.extend(taken.into_iter().rev());
+        Ok(())
     }
 
     /// Logs records the broker skipped (target `writ_kafka::gap`, debug): the
@@ -435,6 +597,50 @@ impl BatchConsumer {
     pub fn inner(&self) -> &StreamConsumer<WritConsumerContext> {
         &self.consumer
     }
+
+    /// How many partitions have a queue of their own
+    /// ([`BatchConsumer::with_partition_queues`]).
+    pub fn partition_queue_count(&self) -> usize {
+        self.partition_queues.len()
+    }
+}
+
+/// A received message, owned, or the error in its place.
+fn received(m: KafkaResult<BorrowedMessage<'_>>) -> KafkaResult<ConsumedRecord> {
+    m.map(|m| ConsumedRecord::from_message(&m))
+}
+
+/// Every (topic, partition) of `topics`, from the cluster's metadata.
+async fn partitions_of(
+    settings: &KafkaSettings,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<Vec<(String, i32)>, KafkaClientError> {
+    let client: BaseConsumer = settings
+        .reader_config()?
+        .create()
+        .map_err(|e| KafkaClientError::kafka("create metadata client", e))?;
+    let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for topic in &topics {
+            let metadata = client
+                .fetch_metadata(Some(topic), timeout)
+                .map_err(|e| KafkaClientError::kafka("fetch metadata", e))?;
+            for t in metadata.topics() {
+                if let Some(e) = t.error() {
+                    return Err(KafkaClientError::kafka(
+                        "fetch metadata",
+                        KafkaError::MetadataFetch(e.into()),
+                    ));
+                }
+                out.extend(t.partitions().iter().map(|p| (t.name().to_owned(), p.id())));
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .expect("metadata lookup panicked")
 }
 
 fn tpl_of(partitions: &[(&str, i32)]) -> TopicPartitionList {

@@ -222,6 +222,87 @@ async fn commands_round_trip_and_unstored_offsets_are_redelivered() {
 }
 
 #[tokio::test]
+async fn partition_queues_mix_partitions_in_a_batch_and_keep_each_partitions_order() {
+    writ_testkit::init_tracing();
+    let k = kafka().await;
+    let s = settings(k.bootstrap_servers());
+    let partitions = 4;
+    let layout = create_layout(&k, &s, &unique_name("pq"), partitions).await;
+    let producer = RecordProducer::new(&s).unwrap();
+    // A backlog first, as a worker finds it after an outage or a bulk load.
+    let total = 800;
+    let records: Vec<OutgoingRecord> = (0..total)
+        .map(|i| {
+            let e = CommandEnvelope::new(
+                format!("k-{i}"),
+                "/tenants/acme/crm",
+                "customer.upsert.v1",
+                ContentType::Json,
+            )
+            .with_subject(format!("cust-{}", i % 16));
+            OutgoingRecord::command(
+                layout.commands(),
+                &e,
+                format!("{{\"seq\":{i}}}").into_bytes(),
+            )
+        })
+        .collect();
+    let delivered = producer.send_all(&records).await;
+    assert!(delivered.iter().all(Result::is_ok), "{delivered:?}");
+    let used: std::collections::HashSet<i32> = delivered
+        .iter()
+        .map(|d| d.as_ref().unwrap().partition)
+        .collect();
+    assert!(
+        used.len() >= 3,
+        "the keys spread over the partitions: {used:?}"
+    );
+
+    let consumer = BatchConsumer::with_partition_queues(
+        &s,
+        &unique_group("pq"),
+        &[&layout.commands()],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(consumer.partition_queue_count(), partitions as usize);
+    let mut seen = Vec::new();
+    let mut widest = 0;
+    while seen.len() < total {
+        let batch = tokio::time::timeout(Duration::from_secs(30), consumer.next_batch(limits(40)))
+            .await
+            .expect("records within 30 s")
+            .unwrap();
+        assert!(batch.len() <= 40, "batch of {}", batch.len());
+        let in_batch: std::collections::HashSet<i32> = batch.iter().map(|r| r.partition).collect();
+        widest = widest.max(in_batch.len());
+        seen.extend(batch);
+    }
+    assert_eq!(seen.len(), total, "every record once");
+    // A shared queue hands out a partition's run at a time (a batch of 40
+    // then spans at most two partitions of 200 records each).
+    assert!(
+        widest >= 3,
+        "batches took from at most {widest} partitions at once"
+    );
+    for p in &used {
+        let offsets: Vec<i64> = seen
+            .iter()
+            .filter(|r| r.partition == *p)
+            .map(|r| r.offset)
+            .collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] + 1 == w[1]),
+            "partition {p} out of order or with holes: {offsets:?}"
+        );
+    }
+    let extra =
+        tokio::time::timeout(Duration::from_secs(2), consumer.next_batch(limits(100))).await;
+    assert!(extra.is_err(), "unexpected redelivery: {extra:?}");
+}
+
+#[tokio::test]
 async fn unsafe_settings_never_reach_a_client() {
     let s = KafkaSettings::new("127.0.0.1:1").with("enable.idempotence", "false");
     assert!(RecordProducer::new(&s).is_err());

@@ -371,7 +371,7 @@ drain_timeout_ms = 4000
 max_records = {batch}
 [kafka]
 bootstrap_servers = "{bootstrap}"
-properties = {{ "session.timeout.ms" = "6000" }}
+properties = {{ "session.timeout.ms" = "6000"{extra} }}
 [master]
 kind = "postgres"
 url = "{url}"
@@ -384,6 +384,9 @@ columns = {{ customer_id = "customer_id", name = "name", email = "email", tier =
 version_column = "version"
 "#,
         domain = layout.domain(),
+        extra = std::env::var("WRIT_BENCH_WORKER_PROPERTIES")
+            .map(|p| format!(", {p}"))
+            .unwrap_or_default(),
     )
 }
 

@@ -121,6 +121,11 @@ pub struct WorkerConfig {
     /// Also dead-letter permanently rejected commands (their status is REJECTED either way).
     #[serde(default)]
     pub dead_letter_rejections: bool,
+    /// Reads every partition through a queue of its own, so a batch mixes all
+    /// partitions with records waiting instead of holding a run of one: fewer,
+    /// wider master statements on a backlog, for more memory (see README).
+    #[serde(default)]
+    pub partition_queues: bool,
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,

@@ -76,11 +76,18 @@ impl Worker {
             // it costs a few empty fetches per second.
             consumer_settings = consumer_settings.or_with("fetch.wait.max.ms", "50");
         }
-        let consumer = Arc::new(BatchConsumer::new(
-            &consumer_settings,
-            &config.group_id(),
-            &[&topic],
-        )?);
+        let consumer = if config.partition_queues {
+            BatchConsumer::with_partition_queues(
+                &consumer_settings,
+                &config.group_id(),
+                &[&topic],
+                Duration::from_secs(10),
+            )
+            .await?
+        } else {
+            BatchConsumer::new(&consumer_settings, &config.group_id(), &[&topic])?
+        };
+        let consumer = Arc::new(consumer);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;

@@ -77,12 +77,18 @@ async fn sigkilled_workers_lose_nothing_and_apply_nothing_twice() {
     }
     const ENTITIES: usize = 100;
     const PER_ENTITY: i64 = 100;
-    let config = stack.worker_config_file("interactive", "");
+    // Restarts alternate between a shared consumer queue and a queue per
+    // partition (`partition_queues`), as a rolling change of the option would.
+    let configs = [
+        stack.worker_config_file("interactive", ""),
+        stack.worker_config_file("interactive", "partition_queues = true"),
+    ];
+    let config = |started: usize| configs[started % 2].path();
     stack.produce(&commands(&stack, ENTITIES, PER_ENTITY)).await;
 
     let started = Instant::now();
     let mut kills = 0;
-    let mut child = spawn_worker(config.path());
+    let mut child = spawn_worker(config(0));
     while kills < 4 && stack.history_count().await < (ENTITIES as i64 * PER_ENTITY) {
         tokio::time::sleep(Duration::from_millis(2500 + 700 * kills)).await;
         signal(&child, libc::SIGKILL);
@@ -92,7 +98,7 @@ async fn sigkilled_workers_lose_nothing_and_apply_nothing_twice() {
             "killed worker #{kills} at {} applied",
             stack.history_count().await
         );
-        child = spawn_worker(config.path());
+        child = spawn_worker(config(kills as usize));
     }
     stack
         .wait_history(ENTITIES as i64 * PER_ENTITY, Duration::from_secs(240))
