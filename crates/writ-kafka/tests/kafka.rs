@@ -126,15 +126,14 @@ async fn topic_layout_is_created_once_and_described() {
     assert!(!missing[0].exists);
 }
 
-#[tokio::test]
-async fn commands_round_trip_and_unstored_offsets_are_redelivered() {
-    writ_testkit::init_tracing();
-    let k = kafka().await;
-    let s = settings(k.bootstrap_servers());
-    let layout = create_layout(&k, &s, &unique_name("rt"), 2).await;
-    let producer = RecordProducer::new(&s).unwrap();
-
-    let records: Vec<OutgoingRecord> = (0..10)
+/// Produces `count` commands (`seq` 0..count) over `subjects` entities, all acknowledged.
+async fn produce_commands(
+    producer: &RecordProducer,
+    layout: &TopicLayout,
+    count: usize,
+    subjects: usize,
+) -> Vec<Result<writ_kafka::Delivered, writ_kafka::KafkaClientError>> {
+    let records: Vec<OutgoingRecord> = (0..count)
         .map(|i| {
             let e = CommandEnvelope::new(
                 format!("k-{i}"),
@@ -142,7 +141,7 @@ async fn commands_round_trip_and_unstored_offsets_are_redelivered() {
                 "customer.upsert.v1",
                 ContentType::Json,
             )
-            .with_subject(format!("cust-{}", i % 3));
+            .with_subject(format!("cust-{}", i % subjects));
             OutgoingRecord::command(
                 layout.commands(),
                 &e,
@@ -152,6 +151,18 @@ async fn commands_round_trip_and_unstored_offsets_are_redelivered() {
         .collect();
     let delivered = producer.send_all(&records).await;
     assert!(delivered.iter().all(Result::is_ok), "{delivered:?}");
+    delivered
+}
+
+#[tokio::test]
+async fn commands_round_trip_and_unstored_offsets_are_redelivered() {
+    writ_testkit::init_tracing();
+    let k = kafka().await;
+    let s = settings(k.bootstrap_servers());
+    let layout = create_layout(&k, &s, &unique_name("rt"), 2).await;
+    let producer = RecordProducer::new(&s).unwrap();
+
+    produce_commands(&producer, &layout, 10, 3).await;
 
     let group = unique_group("rt");
     let consumer = BatchConsumer::new(&s, &group, &[&layout.commands()]).unwrap();
@@ -231,24 +242,7 @@ async fn partition_queues_mix_partitions_in_a_batch_and_keep_each_partitions_ord
     let producer = RecordProducer::new(&s).unwrap();
     // A backlog first, as a worker finds it after an outage or a bulk load.
     let total = 800;
-    let records: Vec<OutgoingRecord> = (0..total)
-        .map(|i| {
-            let e = CommandEnvelope::new(
-                format!("k-{i}"),
-                "/tenants/acme/crm",
-                "customer.upsert.v1",
-                ContentType::Json,
-            )
-            .with_subject(format!("cust-{}", i % 16));
-            OutgoingRecord::command(
-                layout.commands(),
-                &e,
-                format!("{{\"seq\":{i}}}").into_bytes(),
-            )
-        })
-        .collect();
-    let delivered = producer.send_all(&records).await;
-    assert!(delivered.iter().all(Result::is_ok), "{delivered:?}");
+    let delivered = produce_commands(&producer, &layout, total, 16).await;
     let used: std::collections::HashSet<i32> = delivered
         .iter()
         .map(|d| d.as_ref().unwrap().partition)
