@@ -22,7 +22,7 @@ use writ_core::Headers;
 use crate::batch::{BatchBuilder, BatchLimits, Batchable, Push};
 use crate::error::KafkaClientError;
 use crate::headers::from_kafka;
-use crate::settings::KafkaSettings;
+use crate::settings::{KafkaSettings, PREFETCH_KBYTES, PREFETCH_MESSAGES};
 
 /// One record read from Kafka, owned, with writ headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,11 +193,6 @@ pub struct BatchConsumer {
     carry_over: Mutex<Vec<ConsumedRecord>>,
 }
 
-/// Total prefetch of a consumer: librdkafka's thresholds apply to the one
-/// shared queue, or to each partition queue when they are split.
-const PREFETCH_KBYTES: usize = 4096;
-const PREFETCH_MESSAGES: usize = 10_000;
-
 impl BatchConsumer {
     /// Joins `group_id` and subscribes to `topics`.
     pub fn new(
@@ -230,32 +225,23 @@ impl BatchConsumer {
         timeout: Duration,
     ) -> Result<Self, KafkaClientError> {
         let partitions = partitions_of(settings, topics, timeout).await?;
-        let mut config = settings.consumer_config(group_id)?;
         let count = partitions.len().max(1);
-        if !settings.properties.contains_key("queued.min.messages") {
-            config.set(
+        let config = settings
+            .clone()
+            .or_with(
                 "queued.min.messages",
                 (PREFETCH_MESSAGES / count).max(500).to_string(),
-            );
-        }
-        if !settings
-            .properties
-            .contains_key("queued.max.messages.kbytes")
-        {
-            config.set(
+            )
+            .or_with(
                 "queued.max.messages.kbytes",
                 (PREFETCH_KBYTES / count).max(256).to_string(),
-            );
-        }
-        // A fetched message keeps its whole fetch response in memory until
-        // it is consumed, and queues drained side by side keep one response
-        // per partition alive: smaller per-partition responses bound that.
-        if !settings
-            .properties
-            .contains_key("max.partition.fetch.bytes")
-        {
-            config.set("max.partition.fetch.bytes", "262144");
-        }
+            )
+            // A fetched message keeps its whole fetch response in memory
+            // until it is consumed, and queues drained side by side keep one
+            // response per partition alive: smaller per-partition responses
+            // bound that.
+            .or_with("max.partition.fetch.bytes", "262144")
+            .consumer_config(group_id)?;
         Self::create(config, partitions, topics)
     }
 
@@ -359,14 +345,12 @@ impl BatchConsumer {
         Ok(batch)
     }
 
-    /// The next record from any queue, waiting for one. Transient consumer
-    /// errors (a broker going away, a leader moving) are logged and skipped:
-    /// librdkafka recovers from them by itself, and stopping the worker would
-    /// only add a restart to the outage.
+    /// The next record from any queue, waiting for one; after a transient
+    /// error ([`received`]) it waits a moment before trying again.
     async fn recv_any(&self) -> Result<ConsumedRecord, KafkaClientError> {
         loop {
-            let received = if self.partition_queues.is_empty() {
-                received(self.consumer.recv().await)
+            let record = if self.partition_queues.is_empty() {
+                received(self.consumer.recv().await)?
             } else {
                 // The shared queue is polled too: it serves the rebalance
                 // callbacks, and carries partitions added after start.
@@ -375,20 +359,14 @@ impl BatchConsumer {
                 for queue in &self.partition_queues {
                     waits.push(queue.recv().map(received).boxed());
                 }
-                futures::future::select_all(waits).await.0
+                futures::future::select_all(waits).await.0?
             };
-            match received {
-                Ok(record) => {
+            match record {
+                Some(record) => {
                     self.note_position(&record);
                     return Ok(record);
                 }
-                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
-                    return Err(KafkaClientError::kafka("consume", e))
-                }
-                Err(e) => {
-                    warn!(error = %e, "consumer error; librdkafka will recover");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }
@@ -408,13 +386,7 @@ impl BatchConsumer {
         }
         let mut taken = Vec::new();
         if let Some(m) = self.consumer.recv().now_or_never() {
-            match received(m) {
-                Ok(record) => taken.push(record),
-                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
-                    return Err(KafkaClientError::kafka("consume", e))
-                }
-                Err(e) => warn!(error = %e, "consumer error; librdkafka will recover"),
-            }
+            taken.extend(received(m)?);
         }
         let start = self.next_queue.fetch_add(1, Ordering::Relaxed) % queues;
         let mut exhausted = vec![false; queues];
@@ -422,16 +394,16 @@ impl BatchConsumer {
         let mut i = start;
         while taken.len() < room && live > 0 {
             if !exhausted[i] {
-                match self.partition_queues[i].recv().now_or_never().map(received) {
-                    Some(Ok(record)) => taken.push(record),
-                    Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
-                        return Err(KafkaClientError::kafka("consume", e))
-                    }
-                    Some(Err(e)) => {
-                        warn!(error = %e, "consumer error; librdkafka will recover");
-                        exhausted[i] = true;
-                        live -= 1;
-                    }
+                // An empty queue, or one that just reported an error, sits
+                // out the rest of this gather.
+                match self.partition_queues[i].recv().now_or_never() {
+                    Some(m) => match received(m)? {
+                        Some(record) => taken.push(record),
+                        None => {
+                            exhausted[i] = true;
+                            live -= 1;
+                        }
+                    },
                     None => {
                         exhausted[i] = true;
                         live -= 1;
@@ -605,9 +577,23 @@ impl BatchConsumer {
     }
 }
 
-/// A received message, owned, or the error in its place.
-fn received(m: KafkaResult<BorrowedMessage<'_>>) -> KafkaResult<ConsumedRecord> {
-    m.map(|m| ConsumedRecord::from_message(&m))
+/// A received message, owned; `None` after a transient consumer error (a
+/// broker going away, a leader moving), which is logged and skipped:
+/// librdkafka recovers from it by itself, and stopping the worker would only
+/// add a restart to the outage.
+fn received(
+    m: KafkaResult<BorrowedMessage<'_>>,
+) -> Result<Option<ConsumedRecord>, KafkaClientError> {
+    match m {
+        Ok(m) => Ok(Some(ConsumedRecord::from_message(&m))),
+        Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+            Err(KafkaClientError::kafka("consume", e))
+        }
+        Err(e) => {
+            warn!(error = %e, "consumer error; librdkafka will recover");
+            Ok(None)
+        }
+    }
 }
 
 /// Every (topic, partition) of `topics`, from the cluster's metadata.

@@ -164,8 +164,8 @@ impl KafkaSettings {
             // times its size in decompressed messages on top of a full queue:
             // keep both small. Raw consume still runs an order of magnitude
             // faster than any master applies (see the apply benchmark).
-            .set("queued.max.messages.kbytes", "4096")
-            .set("queued.min.messages", "10000")
+            .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
+            .set("queued.min.messages", PREFETCH_MESSAGES.to_string())
             .set("fetch.max.bytes", "2097152");
         merge(&mut c, self.base_config("consumer")?);
         Ok(c)
@@ -191,6 +191,12 @@ impl KafkaSettings {
         Ok(c)
     }
 }
+
+/// A consumer's total prefetch: librdkafka's thresholds apply to the one
+/// shared queue, or to each partition queue when they are split.
+pub(crate) const PREFETCH_KBYTES: usize = 4096;
+/// See [`PREFETCH_KBYTES`].
+pub(crate) const PREFETCH_MESSAGES: usize = 10_000;
 
 fn check_pinned(
     props: &BTreeMap<String, String>,
