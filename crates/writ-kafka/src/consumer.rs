@@ -610,15 +610,20 @@ async fn partitions_of(
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         for topic in &topics {
-            let metadata = client
-                .fetch_metadata(Some(topic), timeout)
-                .map_err(|e| KafkaClientError::kafka("fetch metadata", e))?;
+            let in_topic = |code| KafkaClientError::Item {
+                operation: "fetch metadata",
+                item: topic.clone(),
+                code,
+            };
+            let metadata = client.fetch_metadata(Some(topic), timeout).map_err(|e| {
+                match e.rdkafka_error_code() {
+                    Some(code) => in_topic(code),
+                    None => KafkaClientError::kafka("fetch metadata", e),
+                }
+            })?;
             for t in metadata.topics() {
                 if let Some(e) = t.error() {
-                    return Err(KafkaClientError::kafka(
-                        "fetch metadata",
-                        KafkaError::MetadataFetch(e.into()),
-                    ));
+                    return Err(in_topic(e.into()));
                 }
                 out.extend(t.partitions().iter().map(|p| (t.name().to_owned(), p.id())));
             }

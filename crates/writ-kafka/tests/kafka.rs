@@ -297,6 +297,25 @@ async fn partition_queues_mix_partitions_in_a_batch_and_keep_each_partitions_ord
 }
 
 #[tokio::test]
+async fn partition_queues_for_a_missing_topic_fail_at_start_and_name_it() {
+    let k = kafka().await;
+    let s = settings(k.bootstrap_servers());
+    let topic = unique_name("no-such-topic");
+    let result = BatchConsumer::with_partition_queues(
+        &s,
+        &unique_group("pq-missing"),
+        &[&topic],
+        Duration::from_secs(10),
+    )
+    .await;
+    let error = result
+        .err()
+        .expect("no queues without partitions")
+        .to_string();
+    assert!(error.contains(&topic), "{error}");
+}
+
+#[tokio::test]
 async fn unsafe_settings_never_reach_a_client() {
     let s = KafkaSettings::new("127.0.0.1:1").with("enable.idempotence", "false");
     assert!(RecordProducer::new(&s).is_err());
