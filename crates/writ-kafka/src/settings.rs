@@ -166,7 +166,15 @@ impl KafkaSettings {
             // faster than any master applies (see the apply benchmark).
             .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
             .set("queued.min.messages", PREFETCH_MESSAGES.to_string())
-            .set("fetch.max.bytes", "2097152");
+            .set("fetch.max.bytes", "2097152")
+            // A partition whose queue is over those thresholds is not fetched
+            // again for `fetch.queue.backoff.ms` (librdkafka: 1 s), and with
+            // thresholds this low one fetch response often crosses them: a
+            // consumer then reads one response per second (the apply benchmark
+            // on a broker that bounds its responses: 19k commands/s, 43-50k
+            // with 50 ms). librdkafka's docs advise lowering it with the
+            // thresholds; a queue still holds ~100 ms of work when it re-checks.
+            .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string());
         merge(&mut c, self.base_config("consumer")?);
         Ok(c)
     }
@@ -197,6 +205,8 @@ impl KafkaSettings {
 pub(crate) const PREFETCH_KBYTES: usize = 4096;
 /// See [`PREFETCH_KBYTES`].
 pub(crate) const PREFETCH_MESSAGES: usize = 10_000;
+/// How soon a partition over the prefetch thresholds is considered for fetching again.
+pub(crate) const FETCH_QUEUE_BACKOFF_MS: u64 = 50;
 
 fn check_pinned(
     props: &BTreeMap<String, String>,
@@ -288,6 +298,28 @@ mod tests {
         assert_eq!(c.get("group.id"), Some("writ-customers-interactive"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
+    }
+
+    #[test]
+    fn a_consumer_over_its_prefetch_thresholds_fetches_again_soon_unless_configured() {
+        let backoff = |c: &ClientConfig| -> u64 {
+            c.get("fetch.queue.backoff.ms")
+                .expect("fetch.queue.backoff.ms is set")
+                .parse()
+                .unwrap()
+        };
+        let default = KafkaSettings::new("k:9092").consumer_config("g").unwrap();
+        // librdkafka's own 1 000 ms would cap a consumer at one response a second.
+        assert!(
+            backoff(&default) <= 100,
+            "{:?}",
+            default.get("fetch.queue.backoff.ms")
+        );
+        let configured = KafkaSettings::new("k:9092")
+            .with("fetch.queue.backoff.ms", "400")
+            .consumer_config("g")
+            .unwrap();
+        assert_eq!(backoff(&configured), 400);
     }
 
     #[test]

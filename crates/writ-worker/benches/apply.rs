@@ -403,9 +403,21 @@ async fn run() {
     let entities = env_usize("WRIT_BENCH_ENTITIES", 1000);
     let batch = env_usize("WRIT_BENCH_BATCH", 5000);
     let partitions = 6;
-    let Some(bootstrap) = std::env::var("WRIT_TEST_KAFKA")
-        .ok()
-        .filter(|v| v != "mock")
+    // WRIT_BENCH_BROKER=mock runs the broker side on librdkafka's mock
+    // cluster in this process instead of the broker of tests/run.sh: a broker
+    // that bounds its fetch responses as Apache Kafka does (tansu answers the
+    // first fetch of a backlog with most of it, whatever the limits say).
+    let embedded = std::env::var("WRIT_BENCH_BROKER")
+        .is_ok_and(|v| v == "mock")
+        .then(|| writ_testkit::mock_kafka(1));
+    let Some(bootstrap) = embedded
+        .as_ref()
+        .map(|k| k.bootstrap_servers().to_owned())
+        .or_else(|| {
+            std::env::var("WRIT_TEST_KAFKA")
+                .ok()
+                .filter(|v| v != "mock")
+        })
     else {
         eprintln!("the apply benchmark needs a real broker and PostgreSQL: run `tests/run.sh cargo bench -p writ-worker --bench apply`");
         return;
@@ -415,15 +427,28 @@ async fn run() {
     };
     let settings = KafkaSettings::new(&bootstrap).with("session.timeout.ms", "6000");
     let layout = TopicLayout::new(&writ_testkit::unique_name("bench")).unwrap();
-    TopicAdmin::new(&settings)
-        .unwrap()
-        .ensure_topics(&layout.specs(&TopicSettings {
-            partitions,
-            status_partitions: partitions,
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+    let specs = layout.specs(&TopicSettings {
+        partitions,
+        status_partitions: partitions,
+        ..Default::default()
+    });
+    match &embedded {
+        // The mock cluster answers no CreateTopics requests.
+        Some(kafka) => {
+            for spec in &specs {
+                kafka
+                    .create_mock_topic(&spec.name, spec.partitions)
+                    .unwrap();
+            }
+        }
+        None => {
+            TopicAdmin::new(&settings)
+                .unwrap()
+                .ensure_topics(&specs)
+                .await
+                .unwrap();
+        }
+    }
 
     let cmds = commands(n, entities);
     let avg_payload: usize = cmds
@@ -560,16 +585,27 @@ async fn run() {
     let spawned = Instant::now();
     let mut first_progress = None;
     // Who used the CPU while the worker applied: the worker, the database, the broker.
-    const CPU_USERS: &[&str] = &["writ-worker", "postgres", "tansu"];
+    // The embedded broker runs in this process.
+    let broker_comm = match &embedded {
+        Some(_) => std::fs::read_to_string("/proc/self/comm")
+            .unwrap()
+            .trim()
+            .to_owned(),
+        None => "tansu".to_owned(),
+    };
+    let cpu_users = ["writ-worker", "postgres", broker_comm.as_str()];
     let mut cpu_at_first_progress = Vec::new();
     loop {
         let done = committed_total(&settings, &group, &layout.bulk(), partitions);
         if done > 0 && first_progress.is_none() {
             first_progress = Some((Instant::now(), done));
-            cpu_at_first_progress = cpu_seconds_by_command(CPU_USERS);
+            cpu_at_first_progress = cpu_seconds_by_command(&cpu_users);
         }
         if done as usize >= n {
             break;
+        }
+        if let Some(exit) = child.try_wait().unwrap() {
+            panic!("the worker exited ({exit}) after committing {done} of {n}; its log is above");
         }
         assert!(
             spawned.elapsed() < Duration::from_secs(1200),
@@ -582,7 +618,7 @@ async fn run() {
     let sustained = t0.elapsed().as_secs_f64();
     let applied = (n as i64 - done0) as f64;
     let c = applied / sustained;
-    let cpu: Vec<f64> = cpu_seconds_by_command(CPU_USERS)
+    let cpu: Vec<f64> = cpu_seconds_by_command(&cpu_users)
         .iter()
         .zip(&cpu_at_first_progress)
         .map(|(end, start)| end - start)
