@@ -18,7 +18,9 @@
 //!
 //! `WRIT_BENCH_N` (default 200000) commands over `WRIT_BENCH_ENTITIES`
 //! (default 1000) entities, ~200-byte JSON payloads, batch `WRIT_BENCH_BATCH`
-//! (default 5000).
+//! (default 5000). `WRIT_BENCH_BROKER=mock` puts the broker side on
+//! librdkafka's mock cluster in this process (it keeps to the fetch limits,
+//! which the test broker does not); PostgreSQL still comes from `tests/run.sh`.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
