@@ -171,7 +171,7 @@ impl KafkaSettings {
             // again for `fetch.queue.backoff.ms` (librdkafka: 1 s), and with
             // thresholds this low one fetch response often crosses them: a
             // consumer then reads one response per second (the apply benchmark
-            // on a broker that bounds its responses: 19k commands/s, 43-50k
+            // on a broker that bounds its responses: 19k commands/s, 45-48k
             // with 50 ms). librdkafka's docs advise lowering it with the
             // thresholds; a queue still holds ~100 ms of work when it re-checks.
             .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string());

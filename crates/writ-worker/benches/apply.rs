@@ -14,7 +14,10 @@
 //!   are — so that c/a‴ compares the same statements with and without writ;
 //! - (c)  `writ-worker` (bulk profile, separate process) end to end: decode,
 //!   apply with inbox, status events produced and acknowledged, offsets
-//!   committed — timed until the group's committed offsets reach the end.
+//!   committed — run until the group's committed offsets reach the end, and
+//!   timed by its status events: from the last of its first batch to the
+//!   last one (offsets are committed once a second, too coarse a clock for
+//!   a 4-second run; that rate is printed as well).
 //!
 //! `WRIT_BENCH_N` (default 200000) commands over `WRIT_BENCH_ENTITIES`
 //! (default 1000) entities, ~200-byte JSON payloads, batch `WRIT_BENCH_BATCH`
