@@ -30,7 +30,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
 use serde_json::json;
 use sqlx::PgPool;
@@ -250,52 +249,14 @@ fn committed_total(settings: &KafkaSettings, group: &str, topic: &str, partition
 }
 
 /// Every record timestamp (ms) on `topic`, sorted: when the worker produced
-/// each status event, i.e. when each command's apply was done.
-fn record_times_ms(settings: &KafkaSettings, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = settings
-        .reader_config()
+/// each status event, i.e. when each command's apply was done. The topic is
+/// read until quiet, as high watermarks are not exact on every broker.
+fn record_times_ms(settings: &KafkaSettings, topic: &str) -> Vec<i64> {
+    let mut times: Vec<i64> = writ_kafka::snapshot::read_topic(settings, topic)
         .unwrap()
-        .set("enable.partition.eof", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    // The last offset of each partition still to be read (from the start:
-    // the earliest offset some brokers report is not always right).
-    let mut last = HashMap::new();
-    for p in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .unwrap();
-        if high > 0 {
-            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-                .unwrap();
-            last.insert(p, high - 1);
-        }
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut times = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !last.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "read {} records of {topic}; partitions not read to the end: {last:?}",
-            times.len()
-        );
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                times.push(
-                    m.timestamp()
-                        .to_millis()
-                        .expect("records carry a timestamp"),
-                );
-                if last.get(&m.partition()).is_some_and(|l| m.offset() >= *l) {
-                    last.remove(&m.partition());
-                }
-            }
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None => {}
-        }
-    }
+        .iter()
+        .map(|r| r.timestamp_ms.expect("records carry a timestamp"))
+        .collect();
     times.sort_unstable();
     times
 }
@@ -441,7 +402,10 @@ columns = {{ customer_id = "customer_id", name = "name", email = "email", tier =
 version_column = "version"
 "#,
         domain = layout.domain(),
+        // Set but empty means none (it would otherwise leave a dangling comma).
         extra = std::env::var("WRIT_BENCH_WORKER_PROPERTIES")
+            .ok()
+            .filter(|p| !p.trim().is_empty())
             .map(|p| format!(", {p}"))
             .unwrap_or_default(),
     )
@@ -680,21 +644,11 @@ async fn run() {
     // second at each end, a quarter of a 4-second run. The window starts once
     // a first batch is out (group join and first fetch are start-up): from
     // the last event of the first batch to the last event of the last one.
-    // The test broker does not always hand a reader every record (README,
-    // "Reliability"); the events read still time the run, and fewer of them
-    // only lower the rate.
-    let times = record_times_ms(&settings, &layout.status(), partitions);
-    let events = times.len();
-    assert!(
-        events >= n * 95 / 100,
-        "only {events} status events read for {n} commands"
-    );
-    if events != n {
-        println!("  (the broker handed back {events} status events for {n} commands)");
-    }
-    let first = batch.min(events / 10).saturating_sub(1);
-    let window = (times[events - 1] - times[first]) as f64 / 1000.0;
-    let c = (events - 1 - first) as f64 / window;
+    let times = record_times_ms(&settings, &layout.status());
+    assert_eq!(times.len(), n, "one status event per command");
+    let first = batch.min(n / 10).saturating_sub(1);
+    let window = (times[n - 1] - times[first]) as f64 / 1000.0;
+    let c = (n - 1 - first) as f64 / window;
     let c_committed = applied / sustained;
     let cpu: Vec<f64> = cpu_seconds_by_command(&cpu_users)
         .iter()
