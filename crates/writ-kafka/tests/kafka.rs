@@ -272,6 +272,11 @@ async fn partition_queues_mix_partitions_in_a_batch_and_keep_each_partitions_ord
         let in_batch: std::collections::HashSet<i32> = batch.iter().map(|r| r.partition).collect();
         widest = widest.max(in_batch.len());
         seen.extend(batch);
+        // A worker applies a batch before it gathers the next. Without that
+        // pause this loop outruns librdkafka, which hands a fetch response
+        // over partition by partition as it parses it: every gather would find
+        // only the partition just parsed, and the test would measure the race.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(seen.len(), total, "every record once");
     // A shared queue hands out a partition's run at a time (a batch of 40
