@@ -678,7 +678,7 @@ async fn run() {
          raise WRIT_BENCH_N to measure a sustained rate"
     );
     println!(
-        "  (c)  writ-worker:    {c:>9.0} commands/s sustained (status events produced after the first batch's, over {window:.2} s; first to last offset commit seen: {c_committed:.0}; end to end incl. start-up: {:.1} s; exit {exit})",
+        "  (c)  writ-worker:    {c:>9.0} commands/s sustained (status events produced after the first batch's, over {window:.2} s; first to last offset commit seen: {c_committed:.0}; end to end incl. start-up: {:.1} s; worker {exit})",
         total.as_secs_f64()
     );
     println!("       worker seconds per stage, summed over batches: {stages}");
